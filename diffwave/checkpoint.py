@@ -1,0 +1,139 @@
+"""lmnt-format checkpoints: ``{'step', 'model', 'optimizer', 'params', 'scaler'}``.
+
+A model directory holds ``weights-<step>.pt`` files and ``weights.pt``, a link to the
+newest. Every write goes to a temporary name first and is renamed into place, so a
+``kill -9`` in the middle of a save never leaves a truncated ``weights.pt`` behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .config import DiffWaveConfig
+
+LATEST_NAME = "weights.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or does not fit the model (message is one line)."""
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    model: dict[str, torch.Tensor]
+    params: dict[str, Any]
+    optimizer: Optional[dict] = None
+    scaler: Optional[dict] = None
+    ema: Optional[dict[str, torch.Tensor]] = None  #: averaged weights, when training keeps them
+
+    @property
+    def config(self) -> DiffWaveConfig:
+        # Unknown keys are tolerated here: a checkpoint from a newer lmnt may carry extra settings.
+        return DiffWaveConfig.from_params(self.params, strict=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"step": self.step, "model": self.model, "params": self.params}
+        out["optimizer"] = self.optimizer
+        out["scaler"] = self.scaler
+        if self.ema is not None:
+            out["ema"] = self.ema
+        return out
+
+
+def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+    """A ``.pt`` file as given, or a model directory's ``weights.pt``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LATEST_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint found (expected a .pt file or a model directory with {LATEST_NAME})")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
+    path = resolve_checkpoint_path(path)
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated / foreign files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: unreadable checkpoint ({first_line})") from None
+    if not isinstance(data, dict) or "model" not in data:
+        raise CheckpointError(f"{path}: not a DiffWave checkpoint (no 'model' state dict)")
+    return Checkpoint(
+        step=int(data.get("step", 0)),
+        model=data["model"],
+        params=dict(data.get("params") or {}),
+        optimizer=data.get("optimizer"),
+        scaler=data.get("scaler"),
+        ema=data.get("ema"),
+    )
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", use_ema: bool = False):
+    """Rebuild the network from a checkpoint's ``params`` and load its weights, strictly."""
+    from .model import DiffWave
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    try:
+        model = DiffWave(ckpt.config)
+    except ValueError as exc:
+        raise CheckpointError(f"{resolve_checkpoint_path(path)}: {exc}") from None
+    state = ckpt.ema if use_ema and ckpt.ema is not None else ckpt.model
+    check_state_dict(model, state, source=str(resolve_checkpoint_path(path)))
+    model.load_state_dict(state)
+    model.checkpoint_step = ckpt.step
+    return model.to(map_location).eval()
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise one line naming the first key that is missing, unexpected or of the wrong shape."""
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise CheckpointError(f"{source}: state dict does not match the architecture: missing key {key!r}")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{source}: state dict does not match the architecture: {key!r} has shape "
+                f"{tuple(state[key].shape)}, expected {tuple(tensor.shape)}"
+            )
+    for key in state:
+        if key not in expected:
+            raise CheckpointError(f"{source}: state dict does not match the architecture: unexpected key {key!r}")
+
+
+def save_checkpoint(model_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
+    """Write ``weights-<step>.pt`` atomically, then point ``weights.pt`` at it atomically."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    target = model_dir / f"weights-{ckpt.step}.pt"
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=model_dir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(ckpt.to_dict(), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _point_latest_at(model_dir, target.name)
+    return target
+
+
+def _point_latest_at(model_dir: Path, name: str) -> None:
+    latest = model_dir / LATEST_NAME
+    tmp = model_dir / f".{LATEST_NAME}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.symlink(name, tmp)
+    except OSError:  # filesystems without symlinks: a copy, still renamed into place
+        shutil.copyfile(model_dir / name, tmp)
+    os.replace(tmp, latest)

@@ -1,0 +1,13 @@
+"""``diffwave`` command line: thin commands that parse arguments, then call the library.
+
+Each sub-command lives in its own module and registers itself on :data:`app`.
+"""
+
+from __future__ import annotations
+
+from .app import app
+from . import preprocess_cmd, train_cmd, export_cmd, vocode_cmd, bench_cmd  # noqa: F401  (registration)
+
+
+def main() -> None:
+    app()

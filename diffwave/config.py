@@ -1,0 +1,153 @@
+"""Typed configuration, with lmnt's defaults and lmnt's ``params`` key names on the wire.
+
+Settings travel through the code as frozen dataclasses. On disk (``--config FILE.json``
+and every checkpoint's ``params``) they use the flat key names of lmnt's ``params.py``
+(``residual_channels``, ``noise_schedule``, …) so that checkpoints written by lmnt's code
+load unchanged and ours load in lmnt's code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Optional
+
+from runtime.bundle import FeatureSpec
+from runtime.schedule import FAST_BETAS, TRAINING_BETAS
+
+#: The hop the spectrogram upsampler is built for: two transposed convolutions of stride 16.
+UPSAMPLER_HOP = 256
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network shape (DiffWave paper, base model: 30 layers × 64 channels, dilation cycle 10)."""
+
+    residual_layers: int = 30
+    residual_channels: int = 64
+    dilation_cycle_length: int = 10
+    unconditional: bool = False
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Training betas and the named inference schedules."""
+
+    noise_schedule: tuple[float, ...] = TRAINING_BETAS
+    inference_noise_schedule: tuple[float, ...] = FAST_BETAS
+
+    def named_schedules(self) -> dict[str, tuple[float, ...]]:
+        """``fast`` = the short inference schedule, ``full`` = the training schedule."""
+        return {"fast": tuple(self.inference_noise_schedule), "full": tuple(self.noise_schedule)}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (lmnt: batch 16, Adam lr 2e-4, 62-frame crops, no clipping)."""
+
+    batch_size: int = 16
+    learning_rate: float = 2e-4
+    max_grad_norm: Optional[float] = None  #: None = no clipping, as lmnt
+    crop_mel_frames: int = 62  #: training crop, in spectrogram frames
+    audio_len: int = 22050 * 5  #: crop length in samples for unconditional training
+    ema_decay: Optional[float] = None  #: e.g. 0.9999 keeps an exponential moving average of the weights
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DiffWaveConfig:
+    """Everything a checkpoint needs to be rebuilt, exported and served."""
+
+    features: FeatureSpec = field(default_factory=FeatureSpec)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # -- the lmnt-compatible flat form -------------------------------------------------
+    def to_params(self) -> dict[str, Any]:
+        """Flat dict with lmnt's key names (plus our extra feature keys), JSON- and torch.load-safe."""
+        params: dict[str, Any] = {}
+        params.update(_plain(asdict(self.model)))
+        params.update(_plain(asdict(self.diffusion)))
+        params.update(_plain(asdict(self.train)))
+        feats = _plain(asdict(self.features))
+        # lmnt's names for the three feature settings it has; ours keep their own names.
+        params["sample_rate"] = feats.pop("sample_rate")
+        params["n_mels"] = feats.pop("n_mels")
+        params["n_fft"] = feats.pop("n_fft")
+        params["hop_samples"] = feats.pop("hop_samples")
+        params.update({f"feature_{k}": v for k, v in feats.items()})
+        return params
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], strict: bool = True) -> "DiffWaveConfig":
+        """Inverse of :meth:`to_params`. Unknown keys raise when ``strict`` (a typo must not be ignored)."""
+        return cls().override(params, strict=strict)
+
+    def override(self, params: dict[str, Any], strict: bool = True) -> "DiffWaveConfig":
+        """A copy with the given lmnt-style keys replaced, e.g. ``{"residual_layers": 4}``."""
+        sections = {"model": self.model, "diffusion": self.diffusion, "train": self.train}
+        updates: dict[str, dict[str, Any]] = {name: {} for name in sections}
+        feature_updates: dict[str, Any] = {}
+        unknown = []
+        feature_names = {f.name for f in fields(FeatureSpec)}
+        for key, value in params.items():
+            if key in ("sample_rate", "n_mels", "n_fft", "hop_samples"):
+                feature_updates[key] = value
+                continue
+            if key.startswith("feature_") and key[len("feature_"):] in feature_names:
+                feature_updates[key[len("feature_"):]] = value
+                continue
+            for name, section in sections.items():
+                if key in {f.name for f in fields(section)}:
+                    updates[name][key] = value
+                    break
+            else:
+                unknown.append(key)
+        if unknown and strict:
+            known = sorted(set(self.to_params()))
+            raise ValueError(f"unknown config key(s) {', '.join(sorted(unknown))}; known keys: {', '.join(known)}")
+        for key in ("noise_schedule", "inference_noise_schedule"):
+            if key in updates["diffusion"]:
+                updates["diffusion"][key] = tuple(float(b) for b in updates["diffusion"][key])
+        config = replace(
+            self,
+            features=replace(self.features, **feature_updates),
+            model=replace(self.model, **updates["model"]),
+            diffusion=replace(self.diffusion, **updates["diffusion"]),
+            train=replace(self.train, **updates["train"]),
+        )
+        config.validate()
+        return config
+
+    @classmethod
+    def from_json(cls, path: str | Path, base: Optional["DiffWaveConfig"] = None) -> "DiffWaveConfig":
+        """Read a ``--config`` file: a JSON object of lmnt-style keys overriding ``base`` (default: lmnt's)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read config ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a config file holds a JSON object of parameter names")
+        try:
+            return (base or cls()).override(data)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    def validate(self) -> None:
+        m, f = self.model, self.features
+        if m.residual_layers < 1 or m.residual_channels < 1 or m.dilation_cycle_length < 1:
+            raise ValueError("residual_layers, residual_channels and dilation_cycle_length must be positive")
+        if not m.unconditional and f.hop_samples != UPSAMPLER_HOP:
+            raise ValueError(
+                f"hop_samples={f.hop_samples}: the conditional model's upsampler is built for a hop of {UPSAMPLER_HOP}"
+            )
+        if self.train.crop_mel_frames < 1 or self.train.batch_size < 1:
+            raise ValueError("crop_mel_frames and batch_size must be positive")
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    """Tuples to lists, so the dict survives JSON and ``torch.load(weights_only=True)`` unchanged."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -1,0 +1,205 @@
+"""The ``model.json`` schema: what export writes beside ``model.onnx`` / ``*.plan`` and the runtime reads.
+
+This is the one place the file format is defined (DESIGN.md, "Bundle metadata"). A
+bundle is self-describing so that the runtime never guesses: it learns the audio and
+feature settings, the noise schedules, and, for every TensorRT plan, the exact build
+settings it must check before trusting the plan bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Optional
+
+FORMAT_VERSION = 1
+METADATA_NAME = "model.json"
+
+
+class BundleError(ValueError):
+    """A bundle or its metadata is missing, unreadable or inconsistent (message is one line)."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How a waveform becomes the log-mel spectrogram the model is conditioned on.
+
+    The default is lmnt's torchaudio recipe (DESIGN.md, "Features"). Other front ends are
+    a different set of these values, never a code fork.
+    """
+
+    preset: str = "lmnt"
+    sample_rate: int = 22050
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_samples: int = 256
+    n_mels: int = 80
+    f_min: float = 20.0
+    f_max: Optional[float] = None  #: None means sample_rate / 2
+    mel_scale: str = "htk"  #: "htk" or "slaney"
+    mel_norm: Optional[str] = None  #: None or "slaney" (area-normalised filters)
+    normalized: bool = True  #: divide |STFT| by sqrt(sum(window²)) (torchaudio's normalized=True)
+    power: float = 1.0  #: 1 = magnitude, 2 = power
+    compression: str = "lmnt_db"  #: "lmnt_db": clip((20·log10(max(m,ε)) − 20 + 100)/100, 0, 1); "ln": ln(max(m, ε))
+    clip_min: float = 1e-5  #: ε above
+
+    @property
+    def fmax(self) -> float:
+        return float(self.f_max) if self.f_max is not None else self.sample_rate / 2.0
+
+    def frames_for(self, samples: int) -> int:
+        """Frames of a centred STFT of ``samples`` samples: 1 + samples // hop."""
+        return 1 + samples // self.hop_samples
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FeatureSpec":
+        return cls(**_known(cls, data, "features"))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A TensorRT optimisation profile: batch and frame ranges (samples = frames × hop)."""
+
+    min_batch: int = 1
+    opt_batch: int = 1
+    max_batch: int = 4
+    min_frames: int = 16
+    opt_frames: int = 256
+    max_frames: int = 1024
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.min_batch <= self.opt_batch <= self.max_batch):
+            raise BundleError(
+                f"profile batch bounds must satisfy 1 <= min <= opt <= max, got "
+                f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
+            )
+        if not (1 <= self.min_frames <= self.opt_frames <= self.max_frames):
+            raise BundleError(
+                f"profile frame bounds must satisfy 1 <= min <= opt <= max, got "
+                f"{self.min_frames}/{self.opt_frames}/{self.max_frames}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Profile":
+        return cls(**_known(cls, data, "profile"))
+
+
+@dataclass(frozen=True)
+class PlanInfo:
+    """What one serialized engine was built from and for; the runtime checks it before loading."""
+
+    file: str  #: plan file name inside the bundle, e.g. "model.plan" or "model.rtx.plan"
+    target: str  #: "tensorrt" or "rtx"
+    library_version: str  #: version of the TensorRT module that built it
+    precision: str  #: "fp16" or "fp32"
+    profile: Profile
+    onnx_file: str  #: the ONNX graph it was built from
+    onnx_sha256: str
+    gpu_name: Optional[str] = None  #: the GPU it was built on (None: built without a GPU)
+    compute_capability: Optional[str] = None  #: e.g. "9.0"; None when built without a GPU
+    compute_capabilities: tuple[str, ...] = ()  #: capabilities the plan runs on, where the target documents them
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PlanInfo":
+        data = _known(cls, data, "plan")
+        data["profile"] = Profile.from_dict(data.get("profile", {}))
+        data["compute_capabilities"] = tuple(data.get("compute_capabilities", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class BundleMetadata:
+    """Contents of ``model.json``."""
+
+    sample_rate: int
+    hop_samples: int
+    n_mels: int
+    unconditional: bool
+    noise_schedule: tuple[float, ...]  #: the training betas
+    inference_schedules: dict[str, tuple[float, ...]]  #: at least "fast" and "full"
+    features: FeatureSpec
+    onnx: dict[str, str] = field(default_factory=dict)  #: precision -> file name ("fp32": "model.onnx")
+    onnx_sha256: dict[str, str] = field(default_factory=dict)  #: file name -> sha256
+    plans: tuple[PlanInfo, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)  #: the checkpoint's full lmnt-style params
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = METADATA_NAME) -> "BundleMetadata":
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(f"{source}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        try:
+            data = _known(cls, data, source)
+            data["noise_schedule"] = tuple(float(b) for b in data["noise_schedule"])
+            data["inference_schedules"] = {
+                name: tuple(float(b) for b in betas) for name, betas in data["inference_schedules"].items()
+            }
+            data["features"] = FeatureSpec.from_dict(data["features"])
+            data["plans"] = tuple(PlanInfo.from_dict(p) for p in data.get("plans", ()))
+            return cls(**data)
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"{source}: malformed metadata ({exc})") from None
+
+    def plan(self, file_name: str) -> PlanInfo:
+        for info in self.plans:
+            if info.file == file_name:
+                return info
+        known = ", ".join(p.file for p in self.plans) or "none"
+        raise BundleError(f"{METADATA_NAME} has no entry for plan {file_name!r} (plans recorded: {known})")
+
+    def with_plan(self, info: PlanInfo) -> "BundleMetadata":
+        """A copy with ``info`` added, replacing any earlier entry for the same file."""
+        others = tuple(p for p in self.plans if p.file != info.file)
+        return replace(self, plans=others + (info,))
+
+    def write(self, directory: str | os.PathLike) -> Path:
+        """Write ``model.json`` atomically (temp file in the same directory, then rename)."""
+        path = Path(directory) / METADATA_NAME
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, directory: str | os.PathLike) -> "BundleMetadata":
+        path = Path(directory) / METADATA_NAME
+        if not path.is_file():
+            raise BundleError(f"{path}: missing bundle metadata (export writes it beside the model)")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{path}: unreadable metadata ({exc})") from None
+        return cls.from_dict(data, source=str(path))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp name in the target directory, fsync, then rename: never a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _known(cls: type, data: dict[str, Any], source: str) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise BundleError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}")
+    return dict(data)
+
