@@ -15,7 +15,7 @@ fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=".venv/bin/python -m pip"
-$PIP install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -c "import torch" 2>/dev/null || $PIP install -q "torch==2.13.0" 2>&1 | grep -v '^WARNING: Location' || true
-$PIP install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+$PIP install -q --upgrade pip
+.venv/bin/python -c "import torch" 2>/dev/null || $PIP install -q "torch==2.13.0"
+$PIP install -q -e ".[dev]"
 .venv/bin/python -c "import torch, onnxruntime, diffwave, export, runtime" 
