@@ -137,3 +137,13 @@ def _point_latest_at(model_dir: Path, name: str) -> None:
     except OSError:  # filesystems without symlinks: a copy, still renamed into place
         shutil.copyfile(model_dir / name, tmp)
     os.replace(tmp, latest)
+
+
+def load_for_runtime(path: str | os.PathLike, device: str = "cpu"):
+    """Entry point ``runtime.checkpoint_loaders``: (eval-mode module, bundle metadata) for ``Vocoder.load``.
+
+    ``runtime`` never imports ``diffwave``; it finds this function through the entry point
+    declared in pyproject.toml, so a checkpoint can be served whenever this package is installed.
+    """
+    model = load_model(path, map_location=device)
+    return model, model.config.bundle_metadata()

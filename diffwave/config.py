@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from runtime.bundle import FeatureSpec
+from runtime.bundle import BundleMetadata, FeatureSpec
 from runtime.schedule import FAST_BETAS, TRAINING_BETAS
 
 #: The hop the spectrogram upsampler is built for: two transposed convolutions of stride 16.
@@ -135,6 +135,19 @@ class DiffWaveConfig:
             return (base or cls()).override(data)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: {exc}") from None
+
+    def bundle_metadata(self) -> "BundleMetadata":
+        """The ``model.json`` contents this config implies (no ONNX or plan entries yet)."""
+        return BundleMetadata(
+            sample_rate=self.features.sample_rate,
+            hop_samples=self.features.hop_samples,
+            n_mels=self.features.n_mels,
+            unconditional=self.model.unconditional,
+            noise_schedule=tuple(self.diffusion.noise_schedule),
+            inference_schedules=self.diffusion.named_schedules(),
+            features=self.features,
+            params=self.to_params(),
+        )
 
     def validate(self) -> None:
         m, f = self.model, self.features

@@ -1,0 +1,83 @@
+"""The two TensorRT flavours we build and run plans with, and the few ways they differ.
+
+Data-centre TensorRT (``tensorrt``) and TensorRT for RTX (``tensorrt_rtx``) share the
+name-based Python API we use (DESIGN.md, "TensorRT facts"). Everything that differs
+between them lives here, so the builder (``export``) and the runtime backend are one
+implementation each, taking the module object of a :class:`TrtTarget`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Optional
+
+
+class TensorRTMissing(ImportError):
+    """The TensorRT module a target needs is not importable (message is one line with the fix)."""
+
+
+@dataclass(frozen=True)
+class TrtTarget:
+    name: str  #: "tensorrt" or "rtx" (the ``--target`` value)
+    module_name: str  #: what to import
+    pip_hint: str  #: how to install it
+    plan_name: str  #: file name of its plan inside a bundle
+    #: compute capabilities its plans run on; None = whatever the build GPU was (data-centre TensorRT)
+    compute_capabilities: Optional[tuple[str, ...]] = None
+
+    def import_module(self) -> ModuleType:
+        """Import the module lazily; raise :class:`TensorRTMissing` naming the install command."""
+        try:
+            return importlib.import_module(self.module_name)
+        except ImportError as exc:
+            raise TensorRTMissing(
+                f"the '{self.module_name}' Python package is not installed ({exc.__class__.__name__}): {self.pip_hint}"
+            ) from None
+
+    def available(self) -> bool:
+        try:
+            self.import_module()
+            return True
+        except TensorRTMissing:
+            return False
+
+    def network_flags(self, trt: ModuleType) -> int:
+        """Flags for ``builder.create_network``: strongly typed, wherever the flag exists.
+
+        TensorRT 10.x needs STRONGLY_TYPED for an FP16 ONNX to build as FP16 (BuilderFlag.FP16
+        is deprecated from 10.12 and gone in 11). TensorRT 11 and TensorRT-RTX are always
+        strongly typed: 11 has no such flag; RTX accepts it but needs nothing (0 works).
+        """
+        if self.name == "rtx":
+            return 0
+        flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
+        return 0 if flag is None else 1 << int(flag)
+
+    @staticmethod
+    def version(trt: ModuleType) -> str:
+        return str(getattr(trt, "__version__", "unknown"))
+
+
+TENSORRT = TrtTarget(
+    name="tensorrt",
+    module_name="tensorrt",
+    pip_hint="pip install 'diffwave[gpu]' (NVIDIA's TensorRT >= 10, needs a CUDA GPU)",
+    plan_name="model.plan",
+)
+RTX = TrtTarget(
+    name="rtx",
+    module_name="tensorrt_rtx",
+    pip_hint="pip install 'diffwave[rtx]' (NVIDIA's TensorRT for RTX)",
+    plan_name="model.rtx.plan",
+    # TensorRT for RTX 1.x runs on Ampere (8.0 A100, 8.6), Ada (8.9) and Blackwell (12.x); not Hopper.
+    compute_capabilities=("8.0", "8.6", "8.7", "8.9", "12.0", "12.1"),
+)
+TARGETS: dict[str, TrtTarget] = {t.name: t for t in (TENSORRT, RTX)}
+
+
+def target_for_plan(path: str | Path) -> TrtTarget:
+    """``*.rtx.plan`` is a TensorRT-RTX plan; any other ``*.plan`` is data-centre TensorRT."""
+    return RTX if Path(path).name.endswith(".rtx.plan") else TENSORRT
