@@ -116,6 +116,7 @@ def save_checkpoint(model_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
     target = model_dir / f"weights-{ckpt.step}.pt"
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=model_dir)
     try:
+        _chmod_as_umask(fd)
         with os.fdopen(fd, "wb") as fh:
             torch.save(ckpt.to_dict(), fh)
             fh.flush()
@@ -126,6 +127,13 @@ def save_checkpoint(model_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
         raise
     _point_latest_at(model_dir, target.name)
     return target
+
+
+def _chmod_as_umask(fd: int) -> None:
+    """mkstemp creates files 0600; give the checkpoint the permissions a plain open() would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
 
 
 def _point_latest_at(model_dir: Path, name: str) -> None:

@@ -39,3 +39,32 @@ def speech_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def speech_wav(speech_dir) -> Path:
     return speech_dir / "utt0.wav"
+
+
+@pytest.fixture(scope="session")
+def preprocessed_dir(tmp_path_factory, speech_dir) -> Path:
+    """The espeak sentences with their ``.wav.spec.npy`` (read-only: training data for many tests)."""
+    from diffwave.preprocess import preprocess
+    from runtime.bundle import FeatureSpec
+
+    folder = tmp_path_factory.mktemp("preprocessed")
+    for wav in speech_dir.glob("*.wav"):
+        shutil.copy(wav, folder / wav.name)
+    report = preprocess([folder], FeatureSpec(), workers=1, progress=False)
+    assert report.ok and len(report.written) == len(SENTENCES)
+    return folder
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test's tiny trainings on one intra-op thread (restored afterwards).
+
+    Tiny models gain nothing from a second thread, and on a busy 2-core machine two spinning
+    OpenMP threads make a training step several times slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

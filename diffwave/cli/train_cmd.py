@@ -1,11 +1,75 @@
-"""`diffwave train` (placeholder until its issue lands)."""
+"""``diffwave train MODEL_DIR DATA_DIR...``: train (or resume), on the CPU, one GPU or all of them."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
 
 from .app import app, fail
 
 
 @app.command("train")
-def train_command() -> None:
-    """Not yet available."""
-    raise fail("'diffwave train' is not yet available", code=2)
+def train_command(
+    model_dir: Path = typer.Argument(..., help="Where checkpoints (weights-<step>.pt, weights.pt) and TensorBoard logs go."),
+    data_dirs: List[Path] = typer.Argument(..., help="Folders of preprocessed wavs (x.wav + x.wav.spec.npy), searched recursively."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop when this many steps are done in total (default: never)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch, split evenly over processes (default: the config's; lmnt's is 16)."),
+    fp16: bool = typer.Option(False, "--fp16", help="float16 autocast with a GradScaler (CUDA only)."),
+    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (CUDA or CPU)."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help='JSON of lmnt params keys overriding the defaults (or, when resuming, the checkpoint\'s), '
+        'e.g. {"residual_layers": 4, "learning_rate": 1e-4, "ema_decay": 0.9999}.'
+    ),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", help="Write weights-<step>.pt every N steps (and at the end)."),
+    log_every: int = typer.Option(50, "--log-every", help="Write TensorBoard scalars every N steps."),
+    processes: Optional[int] = typer.Option(
+        None, "--processes", help="Data-parallel processes to spawn (default: every visible GPU; 1 on the CPU). Under torchrun, its WORLD_SIZE decides."
+    ),
+    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes per training process."),
+    keep_checkpoints: int = typer.Option(5, "--keep-checkpoints", min=0, help="Numbered checkpoints to keep (0 = all)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train DiffWave on preprocessed wavs; rerunning with the same MODEL_DIR resumes from weights.pt.
+
+    The resolved configuration is stored in every checkpoint's params. Several GPUs: all are
+    used by default (one spawned process each), or start the ranks with
+    `torchrun --nproc_per_node=N -m diffwave train ...`.
+    """
+    import torch
+
+    from diffwave.checkpoint import CheckpointError
+    from diffwave.data import DataError
+    from diffwave.train import TrainingError, TrainOptions, launch, resolve_config
+
+    if fp16 and bf16:
+        raise fail("--fp16 and --bf16 exclude each other")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    overrides = {"batch_size": batch_size} if batch_size is not None else {}
+    try:
+        options = TrainOptions(
+            model_dir=model_dir,
+            data_dirs=tuple(data_dirs),
+            max_steps=max_steps,
+            checkpoint_every=checkpoint_every,
+            log_every=log_every,
+            precision="fp16" if fp16 else "bf16" if bf16 else "fp32",
+            device=device,
+            data_workers=workers,
+            keep_checkpoints=keep_checkpoints,
+            progress=progress,
+        )
+        resolved = resolve_config(model_dir, config, overrides)
+        result = launch(options, resolved, processes)
+    except (TrainingError, DataError, CheckpointError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted (the last checkpoint is in place; rerun to resume)", code=130) from None
+    if result is not None:
+        if result.step == result.start_step:
+            typer.echo(f"{model_dir}: already at step {result.step}, nothing to do (raise --max-steps to go on)")
+        else:
+            typer.echo(f"{model_dir}: trained steps {result.start_step}..{result.step}, latest checkpoint weights-{result.step}.pt")

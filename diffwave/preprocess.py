@@ -1,0 +1,152 @@
+"""``diffwave preprocess``: compute every wav's log-mel spectrogram once, before training.
+
+Each ``x.wav`` gets ``x.wav.spec.npy`` (float32 [n_mels, frames], lmnt's layout) beside
+it. Files are independent, so they are spread over worker processes. A bad file never
+stops the others: it is reported with its reason at the end and the run exits non-zero.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from runtime.bundle import FeatureSpec
+
+from .audio import AudioError, read_wav
+from .data import find_wavs, spec_path_for
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    wav: Path
+    error: Optional[str] = None  #: one line: why this file was refused
+    notes: tuple[str, ...] = ()  #: warnings worth showing (e.g. a stereo downmix)
+
+
+@dataclass
+class PreprocessReport:
+    written: list[Path] = field(default_factory=list)
+    up_to_date: list[Path] = field(default_factory=list)
+    failed: list[FileOutcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"{len(self.written)} written, {len(self.up_to_date)} up to date, {len(self.failed)} failed"]
+        lines += [f"  {outcome.error}" for outcome in self.failed]
+        return lines
+
+
+def is_up_to_date(wav: Path) -> bool:
+    """True when the wav's spectrogram exists and is newer than the wav."""
+    spec = spec_path_for(wav)
+    try:
+        return spec.stat().st_mtime_ns > wav.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
+
+
+def process_file(wav: Path, features: FeatureSpec) -> FileOutcome:
+    """Compute and atomically write one spectrogram. Never raises: failures come back as the outcome."""
+    from .features import log_mel_spectrogram  # torch import deferred to the worker
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            audio = read_wav(wav, features.sample_rate)
+        notes = tuple(str(w.message) for w in caught)
+        if len(audio) < features.n_fft:
+            return FileOutcome(wav, f"{wav}: too short ({len(audio)} samples, one analysis frame needs {features.n_fft})")
+        spec = log_mel_spectrogram(audio, features).numpy().astype(np.float32)
+        save_npy_atomic(spec_path_for(wav), spec)
+        return FileOutcome(wav, None, notes)
+    except AudioError as exc:
+        return FileOutcome(wav, str(exc))
+    except Exception as exc:  # an unexpected failure on one file must not lose the others' work
+        return FileOutcome(wav, f"{wav}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to a temporary name in the same folder, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide the features from other users
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core already; more threads would oversubscribe
+
+
+def preprocess(
+    paths: Sequence[str | os.PathLike],
+    features: FeatureSpec,
+    workers: Optional[int] = None,
+    force: bool = False,
+    progress: bool = True,
+    on_note: Callable[[str], None] = lambda message: tqdm.write(message),
+) -> PreprocessReport:
+    """Write ``.spec.npy`` for every wav under ``paths`` that lacks an up-to-date one.
+
+    ``workers``: processes to use (default: one per CPU core, at most one per file); 1 runs
+    in this process. Raises :class:`~diffwave.data.DataError` only when ``paths`` themselves
+    are wrong (missing, or holding no wav at all).
+    """
+    from .data import DataError
+
+    wavs = find_wavs(paths)
+    if not wavs:
+        raise DataError(f"no .wav files in {', '.join(str(p) for p in paths)}")
+    report = PreprocessReport()
+    todo = []
+    for wav in wavs:
+        (report.up_to_date if not force and is_up_to_date(wav) else todo).append(wav)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+
+    def record(outcome: FileOutcome) -> None:
+        if outcome.error:
+            report.failed.append(outcome)
+        else:
+            report.written.append(outcome.wav)
+        for note in outcome.notes:
+            report.notes.append(note)
+            on_note(f"warning: {note}")
+
+    with tqdm(total=len(todo), desc="preprocess", unit="file", disable=not progress or not todo) as bar:
+        if workers == 1:
+            for wav in todo:
+                record(process_file(wav, features))
+                bar.update()
+        else:
+            # spawn, not fork: the parent may already run torch threads, which fork would copy mid-flight.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+                futures = [pool.submit(process_file, wav, features) for wav in todo]
+                for future in as_completed(futures):
+                    record(future.result())
+                    bar.update()
+    report.failed.sort(key=lambda outcome: outcome.wav)
+    return report

@@ -1,0 +1,464 @@
+"""Training: the ε-prediction objective of DiffWave, on one process or many.
+
+One training step (as lmnt): draw a training step t and noise ε per example, make
+``x_t = √ᾱ_t · x_0 + √(1−ᾱ_t) · ε`` (ᾱ from :mod:`runtime.schedule`, the one copy of the
+schedule math), and minimise ``|ε − ε̂(x_t, t, mel)|₁`` with Adam.
+
+A run is reproducible and resumable: the model starts from ``seed``, the data order and
+crops are a function of (seed, step) (:mod:`diffwave.data`), and the noise of step s on
+rank r comes from a generator seeded with (seed, s, r). So a run that is killed and
+restarted from its last checkpoint reaches the same weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from runtime.schedule import cumulative_alphas
+
+from . import distributed as ddp
+from .checkpoint import LATEST_NAME, Checkpoint, CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
+from .config import DiffWaveConfig
+from .data import Batch, CropBatchSampler, CropDataset, DataError, Record, collate, scan
+from .distributed import DistContext
+from .model import DiffWave
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+_DIVERGED = "training diverged (lower the learning rate, set max_grad_norm, or check the data); the last checkpoint is intact"
+_CHECKPOINT_RE = re.compile(r"^weights-(\d+)\.pt$")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or go on (message is one line, naming the step or file involved)."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to run (not saved in checkpoints: the model does not depend on them)."""
+
+    model_dir: Path
+    data_dirs: tuple[Path, ...]
+    max_steps: Optional[int] = None  #: total steps to reach (a resumed run counts from its checkpoint); None = forever
+    checkpoint_every: int = 1000
+    log_every: int = 50  #: TensorBoard scalars every N steps
+    precision: str = "fp32"  #: fp32, fp16 (autocast + GradScaler, CUDA only) or bf16 (autocast)
+    device: str = "cpu"  #: "cpu" or "cuda"
+    data_workers: int = 2  #: DataLoader worker processes per rank
+    keep_checkpoints: int = 5  #: newest weights-<step>.pt files kept; 0 keeps all
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise TrainingError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.device not in ("cpu", "cuda"):
+            raise TrainingError(f"device {self.device!r}: expected cpu or cuda")
+        if self.precision == "fp16" and self.device != "cuda":
+            raise TrainingError("--fp16 needs CUDA (float16 autocast with a GradScaler); on the CPU use --bf16 or full precision")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise TrainingError(f"max steps must be >= 0, got {self.max_steps}")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise TrainingError("checkpoint and log intervals must be >= 1 step")
+
+
+@dataclass
+class TrainResult:
+    step: int  #: steps completed, counting those of the checkpoint it resumed from
+    start_step: int
+    losses: list[float] = field(default_factory=list)  #: mean loss over ranks, one per step of this run
+    model: Optional[DiffWave] = None  #: the trained network (this rank's replica)
+
+
+# -- configuration --------------------------------------------------------------------
+
+#: params keys that fix the network or its inputs: a resumed run may not change them.
+def _architecture_keys() -> set[str]:
+    from .config import ModelConfig
+
+    config = DiffWaveConfig()
+    feature_keys = {k for k in config.to_params() if k.startswith("feature_")}
+    return {f.name for f in fields(ModelConfig)} | {"sample_rate", "n_mels", "n_fft", "hop_samples", "noise_schedule"} | feature_keys
+
+
+def existing_checkpoint(model_dir: Path) -> Optional[Path]:
+    """The model directory's ``weights.pt``, None if there is none; a dangling link is an error."""
+    latest = Path(model_dir) / LATEST_NAME
+    if latest.is_symlink() and not latest.exists():
+        raise CheckpointError(f"{latest}: links to {os.readlink(latest)}, which is missing")
+    return latest if latest.exists() else None
+
+
+def resolve_config(
+    model_dir: Path, config_file: Optional[Path] = None, overrides: Optional[dict[str, Any]] = None
+) -> DiffWaveConfig:
+    """The run's configuration: the checkpoint's (when resuming) or lmnt's defaults, then the file, then flags.
+
+    Resuming keeps the network the checkpoint was trained as; a config that would change it
+    (layers, channels, features, training schedule) is refused, naming the keys.
+    """
+    latest = existing_checkpoint(model_dir)
+    base = load_checkpoint(latest).config if latest else DiffWaveConfig()
+    config = DiffWaveConfig.from_json(config_file, base=base) if config_file else base
+    if overrides:
+        config = config.override(overrides)
+    if latest:
+        old, new = base.to_params(), config.to_params()
+        changed = sorted(k for k in _architecture_keys() if old.get(k) != new.get(k))
+        if changed:
+            detail = ", ".join(f"{k}={old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+            raise TrainingError(
+                f"{latest} was trained with another architecture ({detail}): use a new model directory to change it"
+            )
+    return config
+
+
+# -- one process ------------------------------------------------------------------------
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class Learner:
+    """Model, optimizer, scaler and (optional) weight average, and the step that updates them."""
+
+    def __init__(self, config: DiffWaveConfig, options: TrainOptions, ctx: DistContext, device: torch.device):
+        self.config, self.options, self.ctx, self.device = config, options, ctx, device
+        torch.manual_seed(config.train.seed)  # same initial weights on every rank and every fresh run
+        self.model = DiffWave(config).to(device)
+        self.network: torch.nn.Module = self.model
+        if ctx.distributed:
+            device_ids = [device.index] if device.type == "cuda" else None
+            self.network = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.learning_rate)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=options.precision == "fp16")
+        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(options.precision)
+        alpha_cum = cumulative_alphas(config.diffusion.noise_schedule)
+        self.alpha_cum = torch.tensor(alpha_cum, dtype=torch.float32, device=device)
+        self.ema: Optional[dict[str, torch.Tensor]] = None
+        if config.train.ema_decay is not None:
+            self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+        self.step = 0
+
+    # -- state ----------------------------------------------------------------------------
+    def restore(self, ckpt: Checkpoint, source: str) -> None:
+        """Continue from a checkpoint: weights, optimizer moments, loss scale, EMA and step."""
+        check_state_dict(self.model, ckpt.model, source)
+        self.model.load_state_dict(ckpt.model)
+        if ckpt.optimizer:
+            try:
+                self.optimizer.load_state_dict(ckpt.optimizer)
+            except (ValueError, KeyError) as exc:
+                raise CheckpointError(f"{source}: optimizer state does not fit the model ({exc})") from None
+        for group in self.optimizer.param_groups:  # a --config may change the learning rate on resume
+            group["lr"] = self.config.train.learning_rate
+        if ckpt.scaler and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt.scaler)
+        if self.ema is not None and ckpt.ema is not None:
+            check_state_dict(self.model, ckpt.ema, source + " (ema)")
+            self.ema = {k: v.to(self.device).float() for k, v in ckpt.ema.items()}
+        self.step = ckpt.step
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            step=self.step,
+            model=_to_cpu(self.model.state_dict()),
+            params=self.config.to_params(),
+            optimizer=_to_cpu(self.optimizer.state_dict()),
+            scaler=self.scaler.state_dict(),
+            ema=_to_cpu(self.ema) if self.ema is not None else None,
+        )
+
+    # -- the update -------------------------------------------------------------------------
+    def train_step(self, batch: Batch) -> tuple[float, float]:
+        """One optimizer step on this rank's batch; returns (loss averaged over ranks, gradient norm)."""
+        audio = batch.audio.to(self.device)
+        spectrogram = None if batch.spectrogram is None else batch.spectrogram.to(self.device)
+        generator = torch.Generator(device=self.device).manual_seed(
+            _step_seed(self.config.train.seed, self.step, self.ctx.rank)
+        )
+        t = torch.randint(0, len(self.alpha_cum), (audio.shape[0],), device=self.device, generator=generator)
+        noise = torch.randn(audio.shape, device=self.device, generator=generator)
+        level = self.alpha_cum[t].unsqueeze(1)
+        noisy = level.sqrt() * audio + (1.0 - level).sqrt() * noise
+
+        mixed = torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else contextlib.nullcontext()
+        with mixed:
+            predicted = self.network(noisy, t, spectrogram)
+        loss = F.l1_loss(predicted.squeeze(1).float(), noise)
+
+        # Checked before the update (and agreed on by all ranks), so no non-finite weights are ever stored.
+        mean_loss = float(ddp.mean_over_ranks(loss.detach(), self.ctx))
+        if not math.isfinite(mean_loss):
+            raise TrainingError(f"loss is {mean_loss} at step {self.step + 1}: {_DIVERGED}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.config.train.max_grad_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm if max_norm else float("inf"))
+        # With fp16 the GradScaler skips steps whose gradients overflowed (that is its job); otherwise
+        # a non-finite gradient would turn every weight into NaN, so it stops training like a NaN loss.
+        # The gradients are already averaged over ranks, so every rank agrees.
+        if not self.scaler.is_enabled() and not math.isfinite(float(grad_norm)):
+            raise TrainingError(f"gradient norm is {float(grad_norm)} at step {self.step + 1}: {_DIVERGED}")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self._update_ema()
+        self.step += 1
+        return mean_loss, float(grad_norm)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = float(self.config.train.ema_decay)
+        for key, value in self.model.state_dict().items():
+            self.ema[key].mul_(decay).add_(value.float(), alpha=1.0 - decay)
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Tensors to CPU, recursively: checkpoints load on machines without the GPU they came from."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+class _Summary:
+    """TensorBoard on the main rank: scalars every ``log_every`` steps, a sample with each checkpoint."""
+
+    def __init__(self, model_dir: Path, config: DiffWaveConfig, start_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.config = config
+        # purge_step drops events an interrupted run wrote after its last checkpoint.
+        self.writer = SummaryWriter(str(model_dir), purge_step=start_step if start_step else None)
+
+    def scalars(self, step: int, loss: float, grad_norm: float, learner: Learner) -> None:
+        self.writer.add_scalar("train/loss", loss, step)
+        self.writer.add_scalar("train/grad_norm", grad_norm, step)
+        self.writer.add_scalar("train/learning_rate", learner.optimizer.param_groups[0]["lr"], step)
+        if learner.scaler.is_enabled():
+            self.writer.add_scalar("train/loss_scale", learner.scaler.get_scale(), step)
+
+    def sample(self, step: int, batch: Batch) -> None:
+        """The first training crop: its audio and its spectrogram (low frequencies at the bottom)."""
+        audio = batch.audio[0].detach().float().cpu()
+        if batch.spectrogram is not None:
+            spec = batch.spectrogram[0].detach().float().cpu()
+        else:
+            from .features import log_mel_spectrogram
+
+            spec = log_mel_spectrogram(audio, self.config.features)
+        spec = (spec - spec.min()) / (spec.max() - spec.min()).clamp(min=1e-8)
+        self.writer.add_audio("train/audio", audio.clamp(-1, 1), step, sample_rate=self.config.features.sample_rate)
+        self.writer.add_image("train/spectrogram", spec.flip(0).unsqueeze(0), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def train(
+    options: TrainOptions,
+    config: DiffWaveConfig,
+    ctx: DistContext = DistContext(),
+    records: Optional[Sequence[Record]] = None,
+) -> TrainResult:
+    """Train in this process (as rank ``ctx.rank`` of an already joined group when distributed).
+
+    Resumes from ``model_dir/weights.pt`` when it exists; stops at ``options.max_steps``.
+    """
+    model_dir = Path(options.model_dir)
+    device = ctx.device(options.device)
+    if ctx.is_main:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(model_dir)
+    learner = Learner(config, options, ctx, device)
+    latest = existing_checkpoint(model_dir)
+    if latest:
+        learner.restore(load_checkpoint(latest, map_location=device), str(latest))
+    result = TrainResult(step=learner.step, start_step=learner.step, model=learner.model)
+    if options.max_steps is not None and learner.step >= options.max_steps:
+        return result
+    if records is None:
+        records = _scan(options, config, ctx)
+    sampler = CropBatchSampler(
+        len(records), config.train.batch_size, ctx.rank, ctx.world_size, config.train.seed, start_step=learner.step
+    )
+    loader = DataLoader(
+        CropDataset(records, config),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=options.data_workers,
+        pin_memory=device.type == "cuda",
+    )
+    summary = _Summary(model_dir, config, learner.step) if ctx.is_main else None
+    bar = tqdm(
+        initial=learner.step, total=options.max_steps, desc="train", unit="step", disable=not (options.progress and ctx.is_main)
+    )
+    saved_at = learner.step
+    try:
+        for batch in loader:
+            if options.max_steps is not None and learner.step >= options.max_steps:
+                break
+            loss, grad_norm = learner.train_step(batch)
+            result.losses.append(loss)
+            bar.update()
+            if learner.step % options.log_every == 0 or learner.step == result.start_step + 1:
+                bar.set_postfix(loss=f"{loss:.4f}")
+                if summary:
+                    summary.scalars(learner.step, loss, grad_norm, learner)
+            if learner.step % options.checkpoint_every == 0:
+                _save(learner, options, summary, batch)
+                saved_at = learner.step
+        if learner.step > saved_at:
+            _save(learner, options, summary, batch)
+    except KeyboardInterrupt:
+        if not ctx.distributed and learner.step > saved_at:
+            _save(learner, options, summary, None)  # Ctrl-C keeps the work done so far
+        raise
+    finally:
+        bar.close()
+        if summary:
+            summary.close()
+    ddp.barrier(ctx)
+    result.step = learner.step
+    return result
+
+
+def _save(learner: Learner, options: TrainOptions, summary: Optional[_Summary], batch: Optional[Batch]) -> None:
+    """Write a checkpoint (main rank), after checking that every replica holds the same weights."""
+    if not ddp.replicas_agree(learner.model, learner.ctx):
+        raise TrainingError(f"data-parallel replicas hold different weights at step {learner.step}")
+    if not learner.ctx.is_main:
+        return
+    save_checkpoint(options.model_dir, learner.checkpoint())
+    _prune(Path(options.model_dir), options.keep_checkpoints)
+    if summary and batch is not None:
+        summary.sample(learner.step, batch)
+
+
+def _prune(model_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` numbered checkpoints (never the one weights.pt names)."""
+    if keep <= 0:
+        return
+    numbered = sorted(
+        (int(m.group(1)), p) for p in model_dir.iterdir() if (m := _CHECKPOINT_RE.match(p.name))
+    )
+    current = (model_dir / LATEST_NAME).resolve()
+    for _, path in numbered[:-keep]:
+        if path.resolve() != current:
+            path.unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(model_dir: Path) -> None:
+    """Temporary files a killed save left behind (the checkpoints themselves are never partial)."""
+    for path in model_dir.glob(".weights*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+# -- the whole job ------------------------------------------------------------------------
+
+def launch(options: TrainOptions, config: DiffWaveConfig, processes: Optional[int] = None) -> Optional[TrainResult]:
+    """Run training as the command line asks: alone, under torchrun, or spawning one process per GPU.
+
+    ``processes``: how many to spawn (default: every visible GPU with ``device="cuda"``, one
+    on the CPU). Under torchrun the environment decides and this process is one rank of it.
+    Returns the result in the single-process case (or when there is nothing left to do), None otherwise.
+    """
+    if options.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda: no CUDA device is available (use --device cpu)")
+    env_ctx = ddp.context_from_env()
+    if env_ctx is not None:
+        if processes is not None and processes != env_ctx.world_size:
+            raise TrainingError(f"--processes {processes} conflicts with torchrun's WORLD_SIZE={env_ctx.world_size}")
+        _check_split(config, env_ctx.world_size)
+        ddp.join(env_ctx, options.device, "env://")
+        try:
+            train(options, config, env_ctx)
+        finally:
+            ddp.leave()
+        return None
+    if processes is None:
+        processes = torch.cuda.device_count() if options.device == "cuda" else 1
+    if processes < 1:
+        raise TrainingError(f"--processes must be >= 1, got {processes}")
+    if options.device == "cuda" and processes > torch.cuda.device_count():
+        raise TrainingError(f"--processes {processes}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    _check_split(config, processes)
+    latest = existing_checkpoint(Path(options.model_dir))
+    if processes > 1 and latest and options.max_steps is not None:
+        step = load_checkpoint(latest).step
+        if step >= options.max_steps:  # nothing to do: do not start a process per GPU to find that out
+            return TrainResult(step=step, start_step=step)
+    records = _scan(options, config, DistContext())  # once, here: errors surface before any process starts
+    if processes == 1:
+        return train(options, config, DistContext(), records)
+    _spawn(options, config, processes, records)
+    return None
+
+
+def _scan(options: TrainOptions, config: DiffWaveConfig, ctx: DistContext) -> tuple[Record, ...]:
+    inventory = scan(options.data_dirs, config)
+    if ctx.is_main and options.progress:
+        tqdm.write(f"training data: {inventory.summary()}", file=sys.stderr)
+    return inventory.records
+
+
+def _check_split(config: DiffWaveConfig, world_size: int) -> None:
+    if config.train.batch_size % world_size:
+        raise TrainingError(
+            f"batch size {config.train.batch_size} does not split evenly over {world_size} processes "
+            f"(the batch size is global: use a multiple of {world_size})"
+        )
+
+
+def _spawn(options: TrainOptions, config: DiffWaveConfig, processes: int, records: Sequence[Record]) -> None:
+    import torch.multiprocessing as mp
+
+    port = ddp.free_port()
+    with tempfile.TemporaryDirectory(prefix="diffwave-ranks-") as errors:
+        try:
+            mp.spawn(_spawned_rank, args=(processes, port, options, config, records, errors), nprocs=processes, join=True)
+        except Exception as exc:  # ProcessExitedException / ProcessRaisedException
+            messages = sorted(Path(errors).glob("rank*.txt"))
+            if messages:
+                raise TrainingError(messages[0].read_text().strip()) from None
+            raise TrainingError(f"a training process failed: {str(exc).strip().splitlines()[0]}") from None
+
+
+def spawn_rank(
+    rank: int, world_size: int, port: int, options: TrainOptions, config: DiffWaveConfig, records: Sequence[Record]
+) -> TrainResult:
+    """Body of one spawned process: join the group on ``127.0.0.1:port``, train, leave."""
+    ctx = DistContext(rank=rank, local_rank=rank, world_size=world_size, local_world_size=world_size)
+    ddp.join(ctx, options.device, f"tcp://127.0.0.1:{port}")
+    try:
+        return train(options, config, ctx, records)
+    finally:
+        ddp.leave()
+
+
+def _spawned_rank(rank, world_size, port, options, config, records, error_dir) -> None:
+    try:
+        spawn_rank(rank, world_size, port, options, config, records)
+    except (TrainingError, DataError, CheckpointError) as exc:
+        # The parent turns this into its one-line error; the traceback would only repeat it.
+        Path(error_dir, f"rank{rank}.txt").write_text(str(exc))
+        sys.exit(1)

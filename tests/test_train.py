@@ -1,0 +1,226 @@
+"""Training on real speech: it learns, it logs, it checkpoints atomically and resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from diffwave.audio import read_wav
+from diffwave.checkpoint import load_checkpoint, load_model
+from diffwave.cli import app
+from diffwave.model import DiffWave
+from diffwave.preprocess import preprocess
+from diffwave.train import TrainingError, TrainOptions, resolve_config, train
+from helpers import TINY_PARAMS, tiny_config
+from runtime.bundle import FeatureSpec
+
+runner = CliRunner()
+
+
+# One intra-op thread (conftest.one_thread); the subprocess in the kill test gets OMP_NUM_THREADS=1,
+# so the bitwise comparisons compare the same arithmetic.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def options(model_dir, data_dir, **kw) -> TrainOptions:
+    kw.setdefault("data_workers", 0)
+    kw.setdefault("progress", False)
+    return TrainOptions(model_dir=Path(model_dir), data_dirs=(Path(data_dir),), **kw)
+
+
+def assert_same_state(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys(), what
+    for key in a:
+        if torch.is_tensor(a[key]):
+            assert torch.equal(a[key], b[key]), f"{what}: {key} differs"
+        elif isinstance(a[key], dict):
+            assert_same_state(a[key], b[key], f"{what}.{key}")
+        else:
+            assert a[key] == b[key], f"{what}: {key} differs"
+
+
+@pytest.fixture(scope="module")
+def one_batch_dir(tmp_path_factory, speech_wav) -> Path:
+    """One utterance of exactly 16 frames: with 16-frame crops every batch is the same audio."""
+    folder = tmp_path_factory.mktemp("one_batch")
+    audio = read_wav(speech_wav, 22050)
+    voiced = int(np.argmax(np.abs(audio) > 0.1))
+    sf.write(folder / "a.wav", audio[voiced : voiced + 15 * 256], 22050, subtype="FLOAT")
+    assert preprocess([folder], FeatureSpec(), workers=1, progress=False).ok
+    return folder
+
+
+def read_events(model_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(model_dir), size_guidance={"scalars": 0, "images": 0, "audio": 0})
+    events.Reload()
+    return events
+
+
+def test_tiny_model_overfits_one_batch(tmp_path, one_batch_dir):
+    """Loss falls by half within 200 steps (trained in resumed chunks of 50, read back from TensorBoard)."""
+    config = tiny_config(learning_rate=2e-3)
+    model_dir = tmp_path / "run"
+    for target in (50, 100, 150, 200):
+        train(options(model_dir, one_batch_dir, max_steps=target, log_every=1, checkpoint_every=50), config)
+        losses = [e.value for e in read_events(model_dir).Scalars("train/loss")]
+        assert len(losses) == target  # one scalar per step; resuming continues the series
+        if np.mean(losses[-10:]) <= 0.5 * np.mean(losses[:10]):
+            break
+    else:
+        pytest.fail(f"loss went from {np.mean(losses[:10]):.3f} to {np.mean(losses[-10:]):.3f} in 200 steps")
+    assert np.mean(losses[:10]) > 0.6  # starts at E|ε| ≈ 0.8: the zero output layer predicts nothing
+    events = read_events(model_dir)
+    tags = events.Tags()
+    assert {"train/loss", "train/grad_norm", "train/learning_rate"} <= set(tags["scalars"])
+    assert events.Scalars("train/learning_rate")[-1].value == pytest.approx(2e-3)
+    assert all(np.isfinite(e.value) and e.value > 0 for e in events.Scalars("train/grad_norm"))
+    assert "train/spectrogram" in tags["images"] and "train/audio" in tags["audio"]
+    ckpt = load_checkpoint(model_dir)
+    assert ckpt.step == target and ckpt.params == config.to_params()
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path, preprocessed_dir):
+    config = tiny_config(ema_decay=0.9)
+    straight = train(options(tmp_path / "a", preprocessed_dir, max_steps=6), config)
+    assert straight.step == 6
+    first = train(options(tmp_path / "b", preprocessed_dir, max_steps=3), config)
+    assert first.step == 3
+    # The second half loads its batches in two worker processes: crops must not depend on that.
+    second = train(options(tmp_path / "b", preprocessed_dir, max_steps=6, data_workers=2), config)
+    assert (second.start_step, second.step) == (3, 6)
+    assert straight.losses[3:] == second.losses
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    assert a.step == b.step == 6
+    assert_same_state(a.model, b.model, "model")
+    assert_same_state(a.optimizer, b.optimizer, "optimizer")
+    assert_same_state(a.ema, b.ema, "ema")
+    assert sorted(p.name for p in (tmp_path / "b").glob("weights*.pt")) == ["weights-3.pt", "weights-6.pt", "weights.pt"]
+    assert os.readlink(tmp_path / "b" / "weights.pt") == "weights-6.pt"
+    # The averaged weights really are an average, saved beside the raw ones, and load on request.
+    assert not torch.equal(a.ema["output_projection.weight"], a.model["output_projection.weight"])
+    ema_model = load_model(tmp_path / "a", use_ema=True)
+    assert torch.equal(ema_model.output_projection.weight, a.ema["output_projection.weight"])
+    # Nothing to do when the target is reached.
+    again = train(options(tmp_path / "a", preprocessed_dir, max_steps=6), config)
+    assert again.step == 6 and again.losses == []
+
+
+def test_kill_9_leaves_a_loadable_checkpoint_and_resume_is_exact(tmp_path, preprocessed_dir):
+    """A real ``kill -9`` of ``diffwave train`` while it checkpoints every step."""
+    config_file = tmp_path / "tiny.json"
+    config_file.write_text(json.dumps(TINY_PARAMS))
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "diffwave", "train", str(killed), str(preprocessed_dir), "--config", str(config_file),
+           "--device", "cpu", "--checkpoint-every", "1", "--workers", "0", "--no-progress", "--keep-checkpoints", "3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while _linked_step(killed) < 4:
+            assert proc.poll() is None, proc.communicate()[1].decode()
+            assert time.time() < deadline, "training did not reach step 4"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    ckpt = load_checkpoint(killed)  # whatever moment the kill hit, weights.pt is whole
+    assert ckpt.step >= 4
+    assert len(list(killed.glob("weights-*.pt"))) <= 4  # old ones pruned (one more may be mid-prune)
+    resumed = train(options(killed, preprocessed_dir, max_steps=ckpt.step + 2), tiny_config())
+    assert resumed.start_step == ckpt.step and resumed.step == ckpt.step + 2
+    assert not list(killed.glob(".*.tmp"))  # a killed save's temporary file is cleaned up on restart
+    train(options(tmp_path / "straight", preprocessed_dir, max_steps=ckpt.step + 2), tiny_config())
+    assert_same_state(load_checkpoint(killed).model, load_checkpoint(tmp_path / "straight").model, "model")
+
+
+def _linked_step(model_dir: Path) -> int:
+    """The step weights.pt points at (-1 before the first checkpoint); the link is replaced atomically."""
+    try:
+        return int(os.readlink(model_dir / "weights.pt")[len("weights-") : -len(".pt")])
+    except FileNotFoundError:
+        return -1
+
+
+def test_config_file_is_resolved_and_saved(tmp_path, preprocessed_dir):
+    config_file = tmp_path / "c.json"
+    config_file.write_text(json.dumps({**TINY_PARAMS, "residual_layers": 3, "learning_rate": 5e-4, "max_grad_norm": 1.0}))
+    model_dir = tmp_path / "run"
+    result = runner.invoke(
+        app, ["train", str(model_dir), str(preprocessed_dir), "--config", str(config_file), "--max-steps", "2",
+              "--batch-size", "2", "--device", "cpu", "--workers", "0", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "trained steps 0..2" in result.stdout
+    params = load_checkpoint(model_dir).params
+    assert (params["residual_layers"], params["learning_rate"], params["batch_size"], params["max_grad_norm"]) == (3, 5e-4, 2, 1.0)
+    assert params["noise_schedule"] == np.linspace(1e-4, 0.05, 50).tolist()
+    assert len(DiffWave.from_checkpoint(model_dir).residual_layers) == 3
+    # Rerunning without --config resumes with the checkpoint's configuration.
+    assert resolve_config(model_dir).model.residual_layers == 3
+    result = runner.invoke(app, ["train", str(model_dir), str(preprocessed_dir), "--max-steps", "3", "--device", "cpu",
+                                 "--workers", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(model_dir).step == 3
+    # ... but refuses to change the architecture of an existing run.
+    with pytest.raises(TrainingError, match=r"another architecture \(residual_layers=3 -> 30\)"):
+        resolve_config(model_dir, overrides={"residual_layers": 30})
+
+
+def test_bf16_on_cpu(tmp_path, preprocessed_dir):
+    result = train(options(tmp_path / "bf16", preprocessed_dir, max_steps=2, precision="bf16"), tiny_config())
+    assert result.step == 2 and all(np.isfinite(result.losses))
+    assert all(v.dtype == torch.float32 for v in load_checkpoint(tmp_path / "bf16").model.values())  # master weights stay fp32
+
+
+def test_unconditional_training(tmp_path, speech_dir):
+    config = tiny_config(unconditional=True, audio_len=4096)
+    result = train(options(tmp_path / "u", speech_dir, max_steps=2), config)
+    assert result.step == 2
+    model = DiffWave.from_checkpoint(tmp_path / "u")
+    assert model.unconditional and load_checkpoint(tmp_path / "u").params["unconditional"] is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="--fp16 (autocast + GradScaler) needs a CUDA device; none here")
+def test_fp16_with_grad_scaler_on_cuda(tmp_path, preprocessed_dir):
+    config = tiny_config()
+    model_dir = tmp_path / "fp16"
+    train(options(model_dir, preprocessed_dir, max_steps=3, precision="fp16", device="cuda"), config)
+    ckpt = load_checkpoint(model_dir)
+    assert ckpt.scaler and ckpt.scaler["scale"] > 0  # the GradScaler state travels with the checkpoint
+    resumed = train(options(model_dir, preprocessed_dir, max_steps=5, precision="fp16", device="cuda"), config)
+    assert resumed.step == 5 and all(np.isfinite(resumed.losses))
+    straight = tmp_path / "straight"
+    train(options(straight, preprocessed_dir, max_steps=5, precision="fp16", device="cuda"), config)
+    assert_same_state(load_checkpoint(model_dir).scaler, load_checkpoint(straight).scaler, "scaler")
+
+
+def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, preprocessed_dir):
+    model_dir = tmp_path / "nan"
+    config_file = tmp_path / "c.json"
+    config_file.write_text(json.dumps({**TINY_PARAMS, "learning_rate": 1e30}))  # diverges at once
+    args = ["train", str(model_dir), str(preprocessed_dir), "--config", str(config_file), "--device", "cpu",
+            "--workers", "0", "--no-progress", "--checkpoint-every", "1", "--max-steps", "50"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"error: (loss|gradient norm) is (nan|inf) at step \d+: training diverged .*", message), message
+    failed_step = int(message.split(" at step ")[1].split(":")[0])
+    assert 1 <= failed_step <= 5
+    ckpt = load_checkpoint(model_dir)
+    assert ckpt.step == failed_step - 1  # every step before the failure was saved, and nothing after
+    assert all(torch.isfinite(v).all() for v in ckpt.model.values())
+    assert all(torch.isfinite(v).all() for state in ckpt.optimizer["state"].values() for v in state.values())
