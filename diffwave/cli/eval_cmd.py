@@ -1,0 +1,107 @@
+"""`diffwave eval`: copy-synthesis quality of one or more models, beside Griffin-Lim and the original."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .app import app, fail
+
+
+HELP = (
+    "Vocode each recording's features and score the audio against the recording.\n\n"
+    "Per file and on average: mel-cycle distance (features of the output vs the input features, dB), "
+    "multi-resolution STFT distance to the recording (auraloss), PESQ wide-band and DNSMOS. "
+    "The original recording (ceiling) and Griffin-Lim on the same features (weight-free anchor) "
+    "are always in the table. With two or more models, also the SNR between their outputs from identical noise."
+)
+
+
+@app.command("eval", help=HELP)
+def eval_command(
+    data: List[Path] = typer.Argument(..., help="Folders of wavs (non-recursive) and/or wav files: the recordings to copy-synthesise."),
+    onnx: List[Path] = typer.Option([], "--onnx", help="ONNX step graph with its model.json (ONNX Runtime). Repeatable."),
+    checkpoint: List[Path] = typer.Option([], "--checkpoint", help="Training checkpoint file or model folder (PyTorch). Repeatable."),
+    engine: List[Path] = typer.Option([], "--engine", help="TensorRT plan with its model.json. Repeatable."),
+    steps: str = typer.Option("fast", "--steps", help="Inference schedule: fast (6 steps) or full (the training schedule)."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed, the same for every model so backends can be compared."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the rows and means as JSON (schema diffwave-eval/1).", dir_okay=False),
+    griffin_lim_iterations: int = typer.Option(64, "--griffin-lim-iters", min=1, help="Iterations of the Griffin-Lim anchor."),
+    perceptual: bool = typer.Option(
+        True, "--perceptual/--no-perceptual", help="PESQ-WB and DNSMOS (needs the \\[eval] extra; about 1 s per file and system)."
+    ),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N files (sorted by name)."),
+    save_audio: Optional[Path] = typer.Option(None, "--save-audio", help="Write every system's output under this folder, one subfolder per system.", file_okay=False),
+) -> None:
+    """Vocode each recording's features and score the audio against the recording (see HELP)."""
+    from diffwave.evaluation.copy_synthesis import Synthesizer, evaluate, find_wavs
+    from diffwave.evaluation.metrics import MissingExtraError, require
+    from diffwave.evaluation.report import SystemInfo
+
+    models = [("checkpoint", p) for p in checkpoint] + [("onnx", p) for p in onnx] + [("engine", p) for p in engine]
+    if not models:
+        raise fail("give at least one model: --onnx FILE, --checkpoint DIR or --engine PLAN")
+    try:
+        files = find_wavs(data)
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from None
+    files = files[:limit] if limit else files
+    try:  # fail before any vocoding if an optional package is missing
+        require("auraloss", "the multi-resolution STFT distance")
+        if perceptual:
+            require("pesq", "PESQ")
+            require("soxr", "resampling for PESQ/DNSMOS")
+            require("librosa", "DNSMOS (speechmos's P.808 features)")
+            require("speechmos.dnsmos", "DNSMOS", package="speechmos")
+    except MissingExtraError as exc:
+        raise fail(f"{exc} (or run with --no-perceptual)" if perceptual else str(exc)) from None
+
+    from runtime import Vocoder
+    from runtime.errors import VocoderError
+
+    synthesizers, spec, first = [], None, None
+    labels = _labels(models)
+    for (kind, path), label in zip(models, labels):
+        try:
+            vocoder = Vocoder.load(path)
+        except (VocoderError, OSError, ValueError) as exc:
+            raise fail(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
+        features = vocoder.metadata.features
+        if spec is None:
+            spec, first = features, label
+        elif features != spec:
+            raise fail(f"{label} uses different features than {first} ({_differs(spec, features)}); compare models with the same front end")
+        synthesizers.append(Synthesizer(SystemInfo(label, kind, str(path)), _vocode_fn(vocoder, steps, seed)))
+
+    try:
+        report = evaluate(
+            files, synthesizers, spec, steps=steps, seed=seed, griffin_lim_iterations=griffin_lim_iterations,
+            perceptual=perceptual, save_audio=save_audio,
+        )
+    except ValueError as exc:  # AudioError, VocoderError: one line naming the file
+        raise fail(str(exc)) from None
+    typer.echo(report.table())
+    if json_file is not None:
+        typer.echo(f"wrote {report.write_json(json_file)}")
+
+
+def _vocode_fn(vocoder, steps: str, seed: int):
+    def vocode(features):
+        return vocoder(features, steps=steps, seed=seed)[0]
+
+    return vocode
+
+
+def _labels(models: list[tuple[str, Path]]) -> list[str]:
+    """"kind:file-name", or the full path where two models share a file name."""
+    short = [f"{kind}:{path.name}" for kind, path in models]
+    labels = [s if short.count(s) == 1 else f"{kind}:{path}" for s, (kind, path) in zip(short, models)]
+    return [s if labels.count(s) == 1 else f"{s}#{labels[:i].count(s) + 1}" for i, s in enumerate(labels)]
+
+
+def _differs(a, b) -> str:
+    from dataclasses import fields
+
+    return ", ".join(f"{f.name} {getattr(a, f.name)!r} vs {getattr(b, f.name)!r}" for f in fields(a) if getattr(a, f.name) != getattr(b, f.name))

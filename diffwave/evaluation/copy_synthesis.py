@@ -1,0 +1,162 @@
+"""Copy-synthesis: features of a recording -> vocoder -> audio, scored against the recording.
+
+Each file is read at the models' sample rate, turned into features with the models' own
+feature settings, and vocoded by every system; Griffin-Lim on the same features and the
+recording itself are scored alongside, so each number has an anchor (Griffin-Lim) and a
+ceiling (the original). Models are given the same seed, so two backends of one model
+start from identical noise and their SNR measures the backends, not the sampling.
+
+The vocoders are plain callables here (features [n_mels, F] -> audio [samples]); the CLI
+wraps ``runtime.Vocoder`` into them, tests may wrap anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from runtime.bundle import FeatureSpec
+
+from .griffin_lim import DEFAULT_ITERATIONS, griffin_lim
+from .metrics import mel_cycle_distance_db, mrstft_distance, snr_db
+from .report import GRIFFIN_LIM, ORIGINAL, EvalReport, Row, SnrRow, SystemInfo
+
+VocodeFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Synthesizer:
+    """A model to evaluate: its table entry and the function that vocodes one utterance."""
+
+    info: SystemInfo
+    vocode: VocodeFn
+
+
+def find_wavs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Wav files named directly or found (non-recursively, sorted) in the given folders."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            wavs = sorted(p.glob("*.wav"))
+            if not wavs:
+                raise FileNotFoundError(f"{p}: no .wav files in this folder")
+            found.extend(wavs)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return found
+
+
+def evaluate(
+    files: Sequence[Path],
+    synthesizers: Sequence[Synthesizer],
+    spec: FeatureSpec,
+    steps: str = "fast",
+    seed: int = 0,
+    griffin_lim_iterations: int = DEFAULT_ITERATIONS,
+    perceptual: bool = True,
+    save_audio: Optional[Path] = None,
+    progress: bool = True,
+) -> EvalReport:
+    """Score every synthesizer (and Griffin-Lim, and the original) on every file.
+
+    Every file is checked before any is vocoded: an unusable wav raises
+    :class:`~diffwave.audio.AudioError` (one line naming the file) at once, not after
+    minutes spent on the files before it.
+    """
+    from tqdm import tqdm
+
+    from diffwave.audio import read_wav
+
+    gl = SystemInfo(f"{GRIFFIN_LIM}-{griffin_lim_iterations}", GRIFFIN_LIM)
+    systems = [SystemInfo(ORIGINAL, ORIGINAL), gl, *(s.info for s in synthesizers)]
+    names = [s.name for s in systems]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two systems share a name: {names}")
+    report = EvalReport(
+        steps=steps,
+        seed=seed,
+        sample_rate=spec.sample_rate,
+        griffin_lim_iterations=griffin_lim_iterations,
+        perceptual=perceptual,
+        systems=systems,
+        files=[str(f) for f in files],
+    )
+    for path in files:
+        read_wav(path, spec.sample_rate)
+    with tqdm(files, desc="eval", unit="file", disable=not progress) as bar:
+        for path in bar:
+            original, features, outputs = _synthesize(Path(path), synthesizers, spec, gl.name, griffin_lim_iterations, seed)
+            for name in names:
+                report.rows.append(_score(str(path), name, outputs[name], original, features, spec, perceptual))
+                if save_audio is not None and name != ORIGINAL:
+                    _save(Path(save_audio) / _safe(name) / Path(path).name, outputs[name][: original.shape[0]], spec)
+            for a, b in itertools.combinations([s.info.name for s in synthesizers], 2):
+                report.snr.append(SnrRow(str(path), a, b, snr_db(outputs[b], outputs[a])))
+    return report.finalize()
+
+
+def _synthesize(
+    path: Path, synthesizers: Sequence[Synthesizer], spec: FeatureSpec, gl_name: str, gl_iterations: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The recording, its features, and every system's audio for those features."""
+    from diffwave.audio import read_wav
+    from diffwave.features import log_mel_spectrogram
+
+    original = read_wav(path, spec.sample_rate)
+    features = log_mel_spectrogram(original, spec).numpy()
+    outputs = {ORIGINAL: original, gl_name: griffin_lim(features, spec, iterations=gl_iterations, seed=seed)}
+    for synth in synthesizers:
+        audio = np.asarray(synth.vocode(features), dtype=np.float32).reshape(-1)
+        if audio.shape[0] < original.shape[0]:
+            raise ValueError(
+                f"{path}: {synth.info.name} returned {audio.shape[0]} samples for {features.shape[1]} frames, "
+                f"fewer than the recording's {original.shape[0]}"
+            )
+        outputs[synth.info.name] = audio
+    return original, features, outputs
+
+
+def _score(
+    file: str, system: str, audio: np.ndarray, original: np.ndarray, features: np.ndarray, spec: FeatureSpec, perceptual: bool
+) -> Row:
+    # A vocoder returns frames × hop samples, slightly more than the recording: score the shared span.
+    audio = audio[: original.shape[0]]
+    row = Row(file=file, system=system)
+    row.mel_cycle_db = mel_cycle_distance_db(audio, features, spec)
+    row.mrstft = mrstft_distance(audio, original)
+    if perceptual:
+        from .perceptual import dnsmos, pesq_wb
+
+        row.pesq_wb = pesq_wb(audio, original, spec.sample_rate)
+        score = dnsmos(audio, spec.sample_rate)
+        row.dnsmos_overall, row.dnsmos_signal = score.overall, score.signal
+        row.dnsmos_background, row.dnsmos_p808 = score.background, score.p808
+    return row
+
+
+def _save(path: Path, audio: np.ndarray, spec: FeatureSpec) -> None:
+    from diffwave.audio import write_wav
+
+    write_wav(path, np.clip(audio, -1.0, 1.0), spec.sample_rate)
+
+
+def _safe(name: str) -> str:
+    """A system name as a folder name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def mean_of(report: EvalReport, system: str, metric: str) -> float:
+    """Convenience for quality bars: the mean of ``metric`` for ``system`` (NaN if absent)."""
+    for row in report.means:
+        if row.system == system:
+            value = getattr(row, metric)
+            return math.nan if value is None else float(value)
+    raise KeyError(f"no system {system!r} in the report")

@@ -1,0 +1,86 @@
+"""`diffwave corpus`: deterministic espeak-ng corpus with a sentence-disjoint held-out split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import soundfile as sf
+from typer.testing import CliRunner
+
+from diffwave.cli import app
+from diffwave.corpus import ACCENTS, MANIFEST_NAME, VARIANTS, _key, generate_sentences, plan_corpus, read_manifest
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, ["corpus", *args])
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.wav"))}
+
+
+def test_sentences_are_distinct_and_deterministic():
+    a = generate_sentences(500, seed=0)
+    assert a == generate_sentences(500, seed=0)
+    assert len({_key(s) for s in a}) == 500
+    assert generate_sentences(500, seed=1) != a
+    assert any(s.endswith("?") for s in a) and any(s.endswith("!") for s in a) and any("," in s for s in a)
+
+
+def test_heldout_sentences_never_appear_in_training():
+    plan = plan_corpus(400, seed=5, heldout_fraction=0.1)
+    heldout = {_key(u.text) for u in plan if u.split == "heldout"}
+    train = {_key(u.text) for u in plan if u.split == "train"}
+    assert len(heldout) == 40 and len(train) == 360
+    assert not heldout & train
+    # speakers vary: several accents, variants, speeds and pitches
+    assert len({u.voice for u in plan}) > 20
+    assert len({u.speed for u in plan}) > 20 and len({u.pitch for u in plan}) > 20
+    assert {u.voice.split("+")[0] for u in plan} == set(ACCENTS)
+    assert {("+" + u.voice.split("+")[1]) if "+" in u.voice else "" for u in plan} == set(VARIANTS)
+
+
+def test_corpus_command_is_deterministic_with_manifest(tmp_path):
+    first, second, other = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for folder, seed in ((first, "7"), (second, "7"), (other, "8")):
+        result = _run(str(folder), "--sentences", "8", "--seed", seed, "--heldout-fraction", "0.25", "--workers", "2")
+        assert result.exit_code == 0, result.output
+    assert _digest(first) == _digest(second)
+    assert (first / MANIFEST_NAME).read_bytes() == (second / MANIFEST_NAME).read_bytes()
+    assert _digest(first) != _digest(other)
+
+    entries = read_manifest(first / MANIFEST_NAME)
+    assert [e.split for e in entries].count("heldout") == 2 and len(entries) == 8
+    for e in entries:
+        info = sf.info(str(first / e.file))
+        assert (info.samplerate, info.channels, info.frames) == (22050, 1, e.samples)
+        assert e.samples > 22050 // 2  # a sentence is longer than half a second
+        assert e.file.startswith(f"{e.split}/")
+    line = json.loads((first / MANIFEST_NAME).read_text().splitlines()[0])
+    assert set(line) == {"file", "split", "text", "voice", "speed", "pitch", "samples"}
+    assert not list(first.rglob(".*"))  # no temp files left behind
+
+
+def test_corpus_resumes_and_refuses_a_foreign_folder(tmp_path):
+    out = tmp_path / "corpus"
+    assert _run(str(out), "--sentences", "4", "--seed", "1", "--workers", "1").exit_code == 0
+    before = _digest(out)
+    victim = out / sorted(before)[0]
+    victim.unlink()
+    assert _run(str(out), "--sentences", "4", "--seed", "1").exit_code == 0
+    assert _digest(out) == before  # the missing wav was rendered again, identically
+
+    result = _run(str(out), "--sentences", "4", "--seed", "2")
+    assert result.exit_code != 0
+    message = result.output.strip().splitlines()
+    assert len(message) == 1 and "not part of this corpus" in message[0] and str(out) in message[0]
+    assert _digest(out) == before
+
+
+def test_too_few_sentences_for_a_heldout_split(tmp_path):
+    result = _run(str(tmp_path / "x"), "--sentences", "2", "--heldout-fraction", "0.9")
+    assert result.exit_code != 0 and "nothing for training" in result.output

@@ -1,0 +1,181 @@
+"""`diffwave eval`: the copy-synthesis report (rows, means, SNR, JSON schema) and the command end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from diffwave.cli import app
+from diffwave.evaluation.copy_synthesis import Synthesizer, evaluate, find_wavs
+from diffwave.evaluation.griffin_lim import griffin_lim
+from diffwave.evaluation.report import SystemInfo
+from runtime.bundle import FeatureSpec
+
+runner = CliRunner()
+
+#: The JSON contract, spelled out here (not derived from the dataclasses) so a rename fails this test.
+TOP_KEYS = {"schema", "steps", "seed", "sample_rate", "griffin_lim_iterations", "perceptual", "systems", "files", "rows", "means", "snr", "mean_snr"}
+ROW_KEYS = {
+    "file", "system", "mel_cycle_db", "mrstft", "pesq_wb",
+    "dnsmos_overall", "dnsmos_signal", "dnsmos_background", "dnsmos_p808",
+}
+SYSTEM_KEYS = {"name", "kind", "path"}
+SNR_KEYS = {"file", "a", "b", "snr_db"}
+
+
+def check_schema(doc: dict, n_files: int, models: list[str], perceptual: bool) -> None:
+    assert set(doc) == TOP_KEYS and doc["schema"] == "diffwave-eval/1"
+    names = [s["name"] for s in doc["systems"]]
+    assert all(set(s) == SYSTEM_KEYS for s in doc["systems"])
+    assert names == ["original", f"griffin-lim-{doc['griffin_lim_iterations']}", *models]
+    assert len(doc["files"]) == n_files
+    assert len(doc["rows"]) == n_files * len(names) and all(set(r) == ROW_KEYS for r in doc["rows"])
+    assert [m["system"] for m in doc["means"]] == names and all(m["file"] == "mean" for m in doc["means"])
+    pairs = len(models) * (len(models) - 1) // 2
+    assert len(doc["snr"]) == n_files * pairs and len(doc["mean_snr"]) == pairs
+    assert all(set(s) == SNR_KEYS for s in doc["snr"] + doc["mean_snr"])
+    for row in doc["rows"] + doc["means"]:
+        assert isinstance(row["mel_cycle_db"], float) and isinstance(row["mrstft"], float)
+        for key in ("pesq_wb", "dnsmos_overall", "dnsmos_signal", "dnsmos_background", "dnsmos_p808"):
+            assert (row[key] is not None) == perceptual, (key, row)
+
+
+@pytest.fixture(scope="module")
+def short_dir(speech_dir, tmp_path_factory) -> Path:
+    """The espeak-ng sentences cut to their first 1.5 s: the same speech, a third of the compute."""
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("short")
+    for wav in sorted(speech_dir.glob("*.wav")):
+        audio, sr = sf.read(str(wav), dtype="float32")
+        sf.write(str(folder / wav.name), audio[: int(1.5 * sr)], sr, subtype="PCM_16")
+    return folder
+
+
+def _gl_synth(name: str, iterations: int) -> Synthesizer:
+    """A real, weight-free vocoder to exercise the report without a trained model."""
+    return Synthesizer(SystemInfo(name, "griffin-lim"), lambda f: griffin_lim(f, iterations=iterations, seed=5))
+
+
+def test_report_rows_means_and_snr(short_dir, tmp_path):
+    files = find_wavs([short_dir])[:2]
+    report = evaluate(
+        files, [_gl_synth("gl-2", 2), _gl_synth("gl-16", 16)], FeatureSpec(), griffin_lim_iterations=8,
+        perceptual=False, progress=False, save_audio=tmp_path / "audio",
+    )
+    doc = json.loads(report.to_json())
+    check_schema(doc, 2, ["gl-2", "gl-16"], perceptual=False)
+    by = {(r["file"], r["system"]): r for r in doc["rows"]}
+    for f in doc["files"]:
+        assert by[(f, "original")]["mel_cycle_db"] == 0.0 and by[(f, "original")]["mrstft"] == 0.0
+        # more Griffin-Lim iterations honour the features better
+        assert by[(f, "gl-16")]["mel_cycle_db"] < by[(f, "gl-2")]["mel_cycle_db"]
+    mean = {m["system"]: m for m in doc["means"]}
+    expected = np.mean([by[(f, "gl-2")]["mel_cycle_db"] for f in doc["files"]])
+    assert mean["gl-2"]["mel_cycle_db"] == pytest.approx(expected)
+    snr = doc["snr"][0]
+    assert (snr["a"], snr["b"]) == ("gl-2", "gl-16") and math.isfinite(snr["snr_db"])
+    assert sorted(p.name for p in (tmp_path / "audio" / "gl-16").iterdir()) == sorted(Path(f).name for f in doc["files"])
+    assert not (tmp_path / "audio" / "original").exists()
+    table = report.table()
+    assert "griffin-lim-8" in table and "mean" in table and "gl-16 vs gl-2" in table
+
+
+def test_identical_systems_have_infinite_snr_written_as_null(short_dir):
+    files = find_wavs([short_dir])[:1]
+    report = evaluate(files, [_gl_synth("a", 2), _gl_synth("b", 2)], FeatureSpec(), griffin_lim_iterations=2, perceptual=False, progress=False)
+    assert report.snr[0].snr_db == math.inf
+    doc = json.loads(report.to_json())  # strict JSON: no Infinity/NaN tokens
+    assert doc["snr"][0]["snr_db"] is None and doc["mean_snr"][0]["snr_db"] is None
+    assert "inf" in report.table()
+
+
+def test_report_with_perceptual_metrics(short_dir):
+    files = find_wavs([short_dir])[:1]
+    report = evaluate(files, [], FeatureSpec(), perceptual=True, progress=False)
+    doc = json.loads(report.to_json())
+    check_schema(doc, 1, [], perceptual=True)
+    original, gl = doc["means"]
+    assert original["pesq_wb"] > 4.4 and 2.0 < gl["pesq_wb"] < original["pesq_wb"]  # measured GL-64 ≈ 2.9–3.2
+    for row in doc["means"]:
+        assert all(1.0 <= row[k] <= 5.0 for k in ("dnsmos_overall", "dnsmos_signal", "dnsmos_background", "dnsmos_p808"))
+
+
+# --------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------
+def test_eval_needs_a_model_and_wavs(tmp_path, speech_dir):
+    result = runner.invoke(app, ["eval", str(speech_dir)])
+    assert result.exit_code != 0 and "at least one model" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["eval", "--onnx", str(tmp_path / "model.onnx"), str(empty)])
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and str(empty) in lines[0] and "no .wav" in lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    """A random-weight tiny model as a checkpoint folder and as an ONNX bundle (same weights)."""
+    from helpers import random_model, tiny_config
+
+    from diffwave.checkpoint import Checkpoint, save_checkpoint
+    from export.step_graph import export_step_onnx
+
+    root = tmp_path_factory.mktemp("tiny")
+    config = tiny_config()
+    model = random_model(config, seed=3)
+    save_checkpoint(root / "ckpt", Checkpoint(step=1, model=model.state_dict(), params=config.to_params()))
+    onnx_dir = root / "bundle"
+    onnx_dir.mkdir()
+    export_step_onnx(model, onnx_dir / "model.onnx")
+    replace(config.bundle_metadata(), onnx={"fp32": "model.onnx"}).write(onnx_dir)
+    return root / "ckpt", onnx_dir / "model.onnx"
+
+
+def test_eval_command_end_to_end(tiny_bundle, short_dir, tmp_path):
+    ckpt, onnx = tiny_bundle
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("utt0.wav", "utt1.wav"):
+        shutil.copy(short_dir / name, data / name)
+    out = tmp_path / "eval.json"
+    result = runner.invoke(
+        app, ["eval", "--checkpoint", str(ckpt), "--onnx", str(onnx), str(data), "--steps", "fast", "--seed", "4",
+              "--json", str(out), "--no-perceptual", "--griffin-lim-iters", "16"],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    check_schema(doc, 2, ["checkpoint:ckpt", "onnx:model.onnx"], perceptual=False)
+    assert doc["steps"] == "fast" and doc["seed"] == 4
+    # same weights, same noise: PyTorch and ONNX Runtime agree to float32 rounding
+    assert all(s["snr_db"] is None or s["snr_db"] > 40.0 for s in doc["snr"]), doc["snr"]
+    for line in ("griffin-lim-16", "checkpoint:ckpt", "onnx:model.onnx", "mean", "onnx:model.onnx vs checkpoint:ckpt"):
+        assert line in result.output
+
+    # one file with the perceptual metrics, to see them flow through the command
+    result = runner.invoke(app, ["eval", "--onnx", str(onnx), str(data / "utt0.wav"), "--json", str(out), "--griffin-lim-iters", "8"])
+    assert result.exit_code == 0, result.output
+    check_schema(json.loads(out.read_text()), 1, ["onnx:model.onnx"], perceptual=True)
+
+
+def test_eval_refuses_a_wav_at_another_rate(tiny_bundle, tmp_path):
+    import soundfile as sf
+
+    _, onnx = tiny_bundle
+    bad = tmp_path / "bad.wav"
+    sf.write(str(bad), np.zeros(16000, np.float32), 16000)
+    out = tmp_path / "eval.json"
+    result = runner.invoke(app, ["eval", "--onnx", str(onnx), str(bad), "--no-perceptual", "--json", str(out)])
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "16000" in lines[0]
+    assert not out.exists()
