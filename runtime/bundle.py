@@ -101,6 +101,7 @@ class PlanInfo:
     gpu_name: Optional[str] = None  #: the GPU it was built on (None: built without a GPU)
     compute_capability: Optional[str] = None  #: e.g. "9.0"; None when built without a GPU
     compute_capabilities: tuple[str, ...] = ()  #: capabilities the plan runs on, where the target documents them
+    plan_sha256: Optional[str] = None  #: hash of the plan bytes, so a swapped plan file is detected
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PlanInfo":
@@ -190,10 +191,19 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp makes the file 0600; a bundle is read by other users (a service account)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _known(cls: type, data: dict[str, Any], source: str) -> dict[str, Any]:

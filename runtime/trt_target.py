@@ -60,6 +60,49 @@ class TrtTarget:
     def version(trt: ModuleType) -> str:
         return str(getattr(trt, "__version__", "unknown"))
 
+    @property
+    def display_name(self) -> str:
+        """How messages name the library: "TensorRT" or "TensorRT-RTX"."""
+        return "TensorRT-RTX" if self.name == "rtx" else "TensorRT"
+
+    def set_compute_capabilities(self, trt: ModuleType, config, capabilities: "tuple[str, ...] | list[str]") -> None:
+        """Make the plan run on exactly these capabilities (e.g. ("7.5",) for Turing).
+
+        Only TensorRT-RTX builds for a chosen list (``IBuilderConfig.num_compute_capabilities``
+        and ``set_compute_capability(ComputeCapability.SM89, i)``); data-centre TensorRT builds
+        for the GPU it runs on. Raises ValueError naming the supported values.
+        """
+        if self.name != "rtx":
+            raise ValueError("data-centre TensorRT builds for the GPU it runs on; compute capabilities "
+                             "can only be chosen for the TensorRT-RTX target")
+        members = getattr(trt.ComputeCapability, "__members__", {})
+        supported = sorted((f"{m[2:-1]}.{m[-1]}" for m in members if m.startswith("SM")),
+                           key=lambda cc: tuple(int(p) for p in cc.split(".")))
+        values = []
+        for cc in capabilities:
+            member = "SM" + cc.replace(".", "")
+            if member not in members:
+                raise ValueError(f"compute capability {cc!r} is not one {self.display_name} "
+                                 f"{self.version(trt)} builds for (supported: {', '.join(supported)})")
+            values.append(members[member])
+        config.num_compute_capabilities = len(values)
+        for i, value in enumerate(values):
+            config.set_compute_capability(value, i)
+
+    def plan_compute_capabilities(self, chosen: "tuple[str, ...]" = (), build_gpu_capability: Optional[str] = None
+                                  ) -> tuple[str, ...]:
+        """What ``PlanInfo.compute_capabilities`` records: where the plan is documented to run.
+
+        RTX: the list it was built for (its default portable set unless chosen). Data-centre
+        TensorRT: the build GPU's capability (plans are not portable across capabilities by
+        default), or nothing when unknown.
+        """
+        if chosen:
+            return tuple(chosen)
+        if self.compute_capabilities is not None:
+            return self.compute_capabilities
+        return (build_gpu_capability,) if build_gpu_capability else ()
+
 
 TENSORRT = TrtTarget(
     name="tensorrt",
