@@ -1,0 +1,1 @@
+"""Network backends behind one interface (:mod:`runtime.backends.base`); each imports its library lazily."""

@@ -1,0 +1,20 @@
+"""The runtime's own error types. Every message is one line meant for a person at a terminal.
+
+The CLI prints ``str(error)`` and exits; a service embedding ``runtime`` can catch
+:class:`VocoderError` (bad input, inconsistent bundle) apart from :class:`DeviceUnsupported`
+(this machine cannot run the model at all, whatever the input).
+"""
+
+from __future__ import annotations
+
+
+class VocoderError(ValueError):
+    """The input or the model cannot be vocoded as asked (one line, naming what is wrong)."""
+
+
+class DeviceUnsupported(VocoderError):
+    """This machine cannot run the model: no GPU, a GPU the plan does not support, no CUDA build.
+
+    Separate from :class:`VocoderError` so callers can fall back to another backend
+    (e.g. ONNX Runtime on CPU) instead of rejecting the request.
+    """

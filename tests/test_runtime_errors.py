@@ -1,0 +1,202 @@
+"""Every way a request or a bundle can be wrong gives one line naming what is wrong, before any work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import random_model, tiny_config
+from runtime import Vocoder, VocoderError
+from runtime.bundle import BundleError
+from runtime_helpers import bundle_metadata, random_mel, save_model_dir, write_onnx_bundle
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(tiny_config(), seed=4)
+
+
+@pytest.fixture(scope="module")
+def bundle(model, tmp_path_factory) -> Path:
+    return write_onnx_bundle(tmp_path_factory.mktemp("bundle"), model).parent
+
+
+@pytest.fixture(scope="module")
+def vocoder(bundle):
+    return Vocoder.load(bundle / "model.onnx")
+
+
+def one_line(exc_info) -> str:
+    message = str(exc_info.value)
+    assert message and "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    "spectrogram,expected",
+    [
+        (np.zeros((64, 10), np.float32), "64 mel bands"),
+        (np.zeros((2, 64, 10), np.float32), "the model expects 80"),
+        (np.zeros((80, 0), np.float32), "empty spectrogram"),
+        (np.zeros((0, 80, 10), np.float32), "no items"),
+        (np.zeros((10,), np.float32), "must be [n_mels, frames] or [batch, n_mels, frames]"),
+        (np.zeros((1, 1, 80, 10), np.float32), "got shape (1, 1, 80, 10)"),
+        ("mel", "not a numeric array"),
+    ],
+)
+def test_bad_spectrograms(vocoder, spectrogram, expected):
+    with pytest.raises(VocoderError) as exc:
+        vocoder(spectrogram)
+    assert expected in one_line(exc)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_spectrogram_names_where(vocoder, value):
+    mel = random_mel(80, 12, batch=2)
+    mel[1, 5, 7] = value
+    with pytest.raises(VocoderError) as exc:
+        vocoder(mel)
+    assert "NaN or inf (item 1, band 5, frame 7)" in one_line(exc)
+
+
+def test_non_finite_padding_beyond_lengths_is_ignored(vocoder):
+    mel = random_mel(80, 12, batch=2)
+    mel[1, :, 10:] = np.nan
+    out = vocoder(mel, lengths=[12, 10], seed=0)
+    assert all(np.isfinite(a).all() for a in out)
+
+
+@pytest.mark.parametrize(
+    "kwargs,expected",
+    [
+        ({"lengths": [5]}, "lengths has 1 entries for a batch of 2"),
+        ({"lengths": [5, 13]}, "lengths must lie in 1…12"),
+        ({"lengths": [0, 3]}, "got 0"),
+        ({"steps": "medium"}, "unknown schedule 'medium'"),
+        ({"steps": [0.9, 0.99]}, "outside the training schedule"),
+        ({"seed": -1}, "non-negative"),
+        ({"seed": [1, 2, 3]}, "seed has 3 values for a batch of 2"),
+        ({"seed": "abc"}, "seed must be"),
+        ({"noise": np.zeros((6, 2, 5))}, "noise must have shape"),
+    ],
+)
+def test_bad_call_arguments(vocoder, kwargs, expected):
+    with pytest.raises(VocoderError) as exc:
+        vocoder(random_mel(80, 12, batch=2), **kwargs)
+    assert expected in one_line(exc)
+
+
+def test_conditional_model_refuses_generate(vocoder):
+    with pytest.raises(VocoderError) as exc:
+        vocoder.generate(1.0)
+    assert "conditional" in one_line(exc)
+
+
+def test_unconditional_model_refuses_spectrogram(tmp_path):
+    model = random_model(tiny_config(unconditional=True))
+    voc = Vocoder.from_module(model, bundle_metadata(model), device="cpu")
+    with pytest.raises(VocoderError) as exc:
+        voc(random_mel(80, 4))
+    assert "unconditional" in one_line(exc)
+    with pytest.raises(VocoderError) as exc:
+        voc.generate(0.0)
+    assert "nothing to generate" in one_line(exc)
+
+
+def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "bundle"
+    shutil.copytree(bundle, target)
+    return target
+
+
+def test_onnx_without_model_json(bundle, tmp_path):
+    folder = copy_bundle(bundle, tmp_path)
+    (folder / "model.json").unlink()
+    with pytest.raises(BundleError) as exc:
+        Vocoder.load(folder / "model.onnx")
+    assert "model.json: missing bundle metadata" in one_line(exc)
+
+
+def test_onnx_edited_after_export(bundle, tmp_path):
+    folder = copy_bundle(bundle, tmp_path)
+    with open(folder / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(VocoderError) as exc:
+        Vocoder.load(folder / "model.onnx")
+    assert "differ from the sha256 recorded in model.json" in one_line(exc)
+
+
+def test_onnx_not_listed_in_model_json(bundle, tmp_path):
+    folder = copy_bundle(bundle, tmp_path)
+    shutil.copy(folder / "model.onnx", folder / "other.onnx")
+    with pytest.raises(VocoderError) as exc:
+        Vocoder.load(folder / "other.onnx")
+    assert "does not describe this file (it lists model.onnx)" in one_line(exc)
+
+
+def test_model_json_disagrees_with_graph_on_mel_bands(bundle, tmp_path):
+    folder = copy_bundle(bundle, tmp_path)
+    data = json.loads((folder / "model.json").read_text())
+    data["n_mels"] = 64
+    (folder / "model.json").write_text(json.dumps(data))
+    with pytest.raises(VocoderError) as exc:
+        Vocoder.load(folder / "model.onnx")
+    assert "graph expects 80 mel bands but model.json says n_mels=64" in one_line(exc)
+
+
+def test_model_json_disagrees_with_graph_on_conditioning(bundle, tmp_path):
+    folder = copy_bundle(bundle, tmp_path)
+    data = json.loads((folder / "model.json").read_text())
+    data["unconditional"] = True
+    (folder / "model.json").write_text(json.dumps(data))
+    with pytest.raises(VocoderError) as exc:
+        Vocoder.load(folder / "model.onnx")
+    assert "does not match the step-graph contract" in one_line(exc)
+
+
+def test_corrupt_onnx(bundle, tmp_path):
+    folder = copy_bundle(bundle, tmp_path)
+    (folder / "model.onnx").write_bytes(b"not a graph")
+    data = json.loads((folder / "model.json").read_text())
+    data["onnx_sha256"] = {}
+    (folder / "model.json").write_text(json.dumps(data))
+    with pytest.raises(VocoderError) as exc:
+        Vocoder.load(folder / "model.onnx")
+    assert "ONNX Runtime cannot load this graph" in one_line(exc)
+
+
+@pytest.mark.parametrize("name,expected", [("missing.onnx", "no such file"), ("model.bin", "cannot tell the backend")])
+def test_unknown_paths(tmp_path, name, expected):
+    if name.endswith(".bin"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(VocoderError) as exc:
+        Vocoder.load(tmp_path / name)
+    assert expected in one_line(exc)
+
+
+def test_checkpoint_errors_are_one_line(tmp_path, model):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(VocoderError) as exc:
+        Vocoder.load(empty, device="cpu")
+    assert "no checkpoint found" in one_line(exc)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"garbage")
+    with pytest.raises(VocoderError) as exc:
+        Vocoder.load(broken, device="cpu")
+    assert "unreadable checkpoint" in one_line(exc)
+
+
+def test_checkpoint_loads_through_the_entry_point(tmp_path, model, vocoder):
+    voc = Vocoder.load(save_model_dir(tmp_path / "run", model), device="cpu")
+    assert voc.backend.name == "pytorch" and voc.backend.hoisted
+    mel = random_mel(80, 10)
+    assert np.abs(voc(mel, seed=1) - vocoder(mel, seed=1)).max() <= 1e-5
+
+
+def test_a_bundle_directory_opens_its_onnx(bundle):
+    assert Vocoder.load(bundle).backend.name == "onnxruntime"

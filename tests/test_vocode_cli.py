@@ -1,0 +1,143 @@
+"""`diffwave vocode` end to end: espeak-ng speech, tiny random models, real files on disk."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from diffwave.cli import app
+from helpers import random_model, tiny_config
+from runtime_helpers import random_mel, save_model_dir, write_onnx_bundle
+
+HOP = 256
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(tiny_config(), seed=8)
+
+
+@pytest.fixture(scope="module")
+def run_dir(model, tmp_path_factory) -> Path:
+    return save_model_dir(tmp_path_factory.mktemp("run"), model)
+
+
+@pytest.fixture(scope="module")
+def onnx_path(model, tmp_path_factory) -> Path:
+    return write_onnx_bundle(tmp_path_factory.mktemp("bundle"), model)
+
+
+def vocode(*args: str):
+    return CliRunner().invoke(app, ["vocode", *map(str, args)])
+
+
+def test_wav_copy_synthesis_with_a_checkpoint(run_dir, speech_wav, tmp_path):
+    out = tmp_path / "out"
+    result = vocode(speech_wav, "--checkpoint", run_dir, "-o", out, "--seed", 1, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    samples = sf.info(str(speech_wav)).frames
+    written = sf.read(str(out / "utt0.wav"), dtype="float32")
+    info = sf.info(str(out / "utt0.wav"))
+    assert info.samplerate == 22050 and info.subtype == "PCM_16"
+    assert len(written[0]) == (1 + samples // HOP) * HOP
+    assert np.abs(written[0]).max() > 0.01
+    assert "real-time factor" in result.stdout and "1 file(s)" in result.stdout
+
+
+def test_npy_inputs_onnx_batches_do_not_change_results(onnx_path, tmp_path):
+    inputs = []
+    for i, frames in enumerate((20, 13, 31)):
+        path = tmp_path / f"utt{i}.wav.spec.npy"
+        mel = random_mel(80, frames, seed=i)
+        np.save(path, mel if i != 1 else mel[None])  # [1, n_mels, F] is accepted too
+        inputs.append(path)
+    results = {}
+    for batch in (1, 3):
+        out = tmp_path / f"out{batch}"
+        result = vocode(*inputs, "--onnx", onnx_path, "-o", out, "--seed", 5, "--batch-size", batch, "--float")
+        assert result.exit_code == 0, result.output
+        results[batch] = [sf.read(str(out / f"utt{i}.wav"), dtype="float32")[0] for i in range(3)]
+        assert sf.info(str(out / "utt0.wav")).subtype == "FLOAT"
+    for a, b, frames in zip(results[1], results[3], (20, 13, 31)):
+        assert len(a) == frames * HOP
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_unconditional_seconds(tmp_path):
+    model = random_model(tiny_config(unconditional=True), seed=2)
+    run = save_model_dir(tmp_path / "uncond", model)
+    out = tmp_path / "out"
+    result = vocode("--checkpoint", run, "--seconds", 0.05, "--count", 3, "--batch-size", 2, "-o", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    clips = sorted(p.name for p in out.iterdir())
+    assert clips == ["sample-000.wav", "sample-001.wav", "sample-002.wav"]
+    assert all(sf.info(str(out / c)).frames == round(0.05 * 22050) for c in clips)
+
+
+def _assert_failed_cleanly(result, out: Path, code: int, expected: str) -> None:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert expected in lines[0], lines[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (np.zeros((64, 10), np.float32), "64 mel bands"),
+        (np.full((80, 10), np.nan, np.float32), "NaN or inf (item 0, band 0, frame 0)"),
+        (np.zeros((80, 0), np.float32), "empty spectrogram"),
+        (np.zeros((2, 80, 10), np.float32), "holds a batch of 2 spectrograms"),
+    ],
+)
+def test_bad_spectrogram_files(onnx_path, tmp_path, content, expected):
+    good = tmp_path / "good.npy"
+    np.save(good, random_mel(80, 10))
+    bad = tmp_path / "bad.npy"
+    np.save(bad, content)
+    out = tmp_path / "out"
+    result = vocode(good, bad, "--onnx", onnx_path, "-o", out)
+    _assert_failed_cleanly(result, out, 1, f"{bad}: ")
+    assert expected in result.stderr  # and nothing was written for the good file either
+
+
+def test_unreadable_and_unsupported_inputs(onnx_path, tmp_path, speech_wav):
+    out = tmp_path / "out"
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wav")
+    _assert_failed_cleanly(vocode(broken, "--onnx", onnx_path, "-o", out), out, 1, f"{broken}: unreadable audio")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    _assert_failed_cleanly(vocode(text, "--onnx", onnx_path, "-o", out), out, 1, "unsupported input")
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"\x93NUMPY garbage")
+    _assert_failed_cleanly(vocode(garbage, "--onnx", onnx_path, "-o", out), out, 1, "unreadable .npy")
+    _assert_failed_cleanly(vocode(tmp_path / "absent.npy", "--onnx", onnx_path, "-o", out), out, 1, "no such file")
+    # A wav vocoded into its own folder would overwrite itself.
+    local = tmp_path / "speech"
+    local.mkdir()
+    shutil.copy(speech_wav, local / "utt0.wav")
+    result = vocode(local / "utt0.wav", "--onnx", onnx_path, "-o", local)
+    assert result.exit_code == 1 and "would overwrite this input" in result.stderr
+
+
+def test_bundle_and_usage_errors(onnx_path, tmp_path):
+    mel = tmp_path / "m.npy"
+    np.save(mel, random_mel(80, 10))
+    out = tmp_path / "out"
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    shutil.copy(onnx_path, lonely / "model.onnx")
+    _assert_failed_cleanly(vocode(mel, "--onnx", lonely / "model.onnx", "-o", out), out, 1, "missing bundle metadata")
+    _assert_failed_cleanly(vocode(mel, "-o", out), out, 2, "exactly one of --engine, --onnx or --checkpoint")
+    _assert_failed_cleanly(vocode(mel, "--onnx", onnx_path, "--checkpoint", tmp_path, "-o", out), out, 2, "exactly one")
+    _assert_failed_cleanly(vocode("--onnx", onnx_path, "-o", out), out, 2, "no inputs")
+    _assert_failed_cleanly(vocode(mel, "--onnx", onnx_path, "-o", out, "--steps", "slow"), out, 1, "unknown schedule 'slow'")
+    _assert_failed_cleanly(vocode("--onnx", onnx_path, "-o", out, "--seconds", 1), out, 1, "needs a spectrogram")
+    _assert_failed_cleanly(vocode(mel, "--engine", tmp_path / "model.plan", "-o", out), out, 1, "no such file")
