@@ -1,6 +1,7 @@
-"""``python -m diffwave`` (also ``torchrun -m diffwave train …``)."""
+"""``python -m diffwave``: our typer CLI (``python -m diffwave train …``, ``torchrun -m diffwave train …``),
+or lmnt's ``python -m diffwave MODEL_DIR DATA_DIR... [--max_steps N] [--fp16]`` (see :mod:`diffwave.compat`)."""
 
-from diffwave.cli import main
+from diffwave.compat import main
 
 if __name__ == "__main__":
     main()

@@ -161,6 +161,17 @@ class DiffWaveConfig:
             raise ValueError("crop_mel_frames and batch_size must be positive")
 
 
+def network_param_keys() -> frozenset[str]:
+    """``params`` keys fixed once a network is trained: its architecture, features and training schedule.
+
+    Changing any of these on an existing checkpoint would silently change what the weights mean,
+    so resuming training refuses it and inference ignores such overrides.
+    """
+    feature_keys = {k for k in DiffWaveConfig().to_params() if k.startswith("feature_")}
+    fixed = {"sample_rate", "n_mels", "n_fft", "hop_samples", "noise_schedule"}
+    return frozenset({f.name for f in fields(ModelConfig)} | fixed | feature_keys)
+
+
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
     """Tuples to lists, so the dict survives JSON and ``torch.load(weights_only=True)`` unchanged."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -150,3 +150,9 @@ def preprocess(
                     bar.update()
     report.failed.sort(key=lambda outcome: outcome.wav)
     return report
+
+
+if __name__ == "__main__":  # lmnt's `python -m diffwave.preprocess DIR` (see diffwave.compat)
+    from diffwave.compat import preprocess_main
+
+    preprocess_main()

@@ -18,7 +18,7 @@ import os
 import re
 import sys
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -32,7 +32,7 @@ from runtime.schedule import cumulative_alphas
 
 from . import distributed as ddp
 from .checkpoint import LATEST_NAME, Checkpoint, CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
-from .config import DiffWaveConfig
+from .config import DiffWaveConfig, network_param_keys
 from .data import Batch, CropBatchSampler, CropDataset, DataError, Record, collate, scan
 from .distributed import DistContext
 from .model import DiffWave
@@ -85,14 +85,6 @@ class TrainResult:
 # -- configuration --------------------------------------------------------------------
 
 #: params keys that fix the network or its inputs: a resumed run may not change them.
-def _architecture_keys() -> set[str]:
-    from .config import ModelConfig
-
-    config = DiffWaveConfig()
-    feature_keys = {k for k in config.to_params() if k.startswith("feature_")}
-    return {f.name for f in fields(ModelConfig)} | {"sample_rate", "n_mels", "n_fft", "hop_samples", "noise_schedule"} | feature_keys
-
-
 def existing_checkpoint(model_dir: Path) -> Optional[Path]:
     """The model directory's ``weights.pt``, None if there is none; a dangling link is an error."""
     latest = Path(model_dir) / LATEST_NAME
@@ -116,7 +108,7 @@ def resolve_config(
         config = config.override(overrides)
     if latest:
         old, new = base.to_params(), config.to_params()
-        changed = sorted(k for k in _architecture_keys() if old.get(k) != new.get(k))
+        changed = sorted(k for k in network_param_keys() if old.get(k) != new.get(k))
         if changed:
             detail = ", ".join(f"{k}={old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
             raise TrainingError(
