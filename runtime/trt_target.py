@@ -115,8 +115,10 @@ RTX = TrtTarget(
     module_name="tensorrt_rtx",
     pip_hint="pip install 'diffwave[rtx]' (NVIDIA's TensorRT for RTX)",
     plan_name="model.rtx.plan",
-    # TensorRT for RTX 1.x runs on Ampere (8.0 A100, 8.6), Ada (8.9) and Blackwell (12.x); not Hopper.
-    compute_capabilities=("8.0", "8.6", "8.7", "8.9", "12.0", "12.1"),
+    # The portable set a TensorRT-RTX 1.7 plan runs on when no capability is chosen: Ampere (8.0 A100,
+    # 8.6), Ada (8.9), Blackwell (12.0, 12.1) -- its ComputeCapability enum's SM80/86/89/120/121.
+    # Turing (SM75) only when asked for explicitly; Hopper (9.0) never.
+    compute_capabilities=("8.0", "8.6", "8.9", "12.0", "12.1"),
 )
 TARGETS: dict[str, TrtTarget] = {t.name: t for t in (TENSORRT, RTX)}
 

@@ -114,7 +114,7 @@ def test_rtx_plan_refused_without_gpu_in_one_line(rtx_bundle):
     assert "\n" not in message
     assert message.startswith(str(rtx_bundle / RTX.plan_name))
     assert "cannot run here" in message and ("CPU-only build" in message or "no CUDA GPU" in message)
-    assert "compute capability 8.0, 8.6, 8.7, 8.9, 12.0, 12.1" in message
+    assert "compute capability 8.0, 8.6, 8.9, 12.0, 12.1" in message
     assert "ONNX Runtime" in message
 
 
@@ -144,7 +144,7 @@ def test_capability_refusal_names_the_gpu_and_supported_list(rtx_bundle):
     message = str(exc.value)
     assert "\n" not in message
     assert "NVIDIA H100 80GB HBM3 has compute capability 9.0" in message
-    assert "runs on compute capability 8.0, 8.6, 8.7, 8.9, 12.0, 12.1" in message
+    assert "runs on compute capability 8.0, 8.6, 8.9, 12.0, 12.1" in message
     check_device(plan, info, RTX, GpuInfo("NVIDIA GeForce RTX 4090", "8.9"))  # no error
     check_device(plan, info, RTX, GpuInfo("NVIDIA A100-SXM4-80GB", "8.0"))
 
