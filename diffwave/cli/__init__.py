@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .app import app
 from . import preprocess_cmd, train_cmd, export_cmd, vocode_cmd, bench_cmd  # noqa: F401  (registration)
-from . import corpus_cmd, eval_cmd  # noqa: F401  (registration)
+from . import corpus_cmd, demo_cmd, eval_cmd  # noqa: F401  (registration)
 
 
 def main() -> None:

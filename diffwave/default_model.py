@@ -1,0 +1,64 @@
+"""The model and sample that ship inside the package, so ``diffwave demo`` works offline.
+
+The weights (``assets/default/weights.pt``, a small CPU-friendly configuration trained on an
+espeak-ng corpus made by ``diffwave corpus``; see models/README.md) are exported to an ONNX
+bundle on first use, into a cache folder keyed by the weights' hash. Exporting at first use
+instead of shipping the graph keeps one source of truth: the bundle always passes today's
+parity gate for today's exporter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from runtime.bundle import METADATA_NAME, Profile
+
+ASSETS = Path(__file__).parent / "assets" / "default"
+WEIGHTS = ASSETS / "weights.pt"
+SAMPLE_WAV = ASSETS / "sample.wav"
+SAMPLE_SPEC = ASSETS / "sample.wav.spec.npy"
+#: The exported bundle's optimisation profile: enough for the sample, cheap to gate.
+DEMO_PROFILE = Profile(min_frames=16, opt_frames=128, max_frames=512)
+
+
+@dataclass(frozen=True)
+class DefaultModel:
+    weights: Path
+    sample_wav: Path
+    sample_spectrogram: Path
+
+
+def default_model() -> DefaultModel:
+    """The shipped files; one clear error if the package was installed without them."""
+    for path in (WEIGHTS, SAMPLE_WAV, SAMPLE_SPEC):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the bundled default model is missing from this installation")
+    return DefaultModel(WEIGHTS, SAMPLE_WAV, SAMPLE_SPEC)
+
+
+def cache_root() -> Path:
+    base = os.environ.get("DIFFWAVE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "diffwave"
+    )
+    return Path(base)
+
+
+def default_bundle(log: Callable[[str], None] = lambda _m: None) -> Path:
+    """The ONNX bundle of the shipped weights: exported (and gated) once, then reused."""
+    weights = default_model().weights
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    bundle = cache_root() / f"default-{digest}"
+    if (bundle / METADATA_NAME).is_file():
+        return bundle
+    from export.bundle_export import ExportSettings, export_bundle
+
+    from .checkpoint import load_model
+
+    log(f"first use: exporting the bundled model to {bundle}")
+    settings = ExportSettings(precision="fp32", profile=DEMO_PROFILE, progress=False)
+    export_bundle(load_model(weights), bundle, settings, log=log)
+    return bundle

@@ -1,0 +1,91 @@
+"""Copy a trained checkpoint into the package as the default model (weights only), with its loss curve.
+
+    python scripts/ship_default_model.py RUN_DIR [--sample HELDOUT.wav]
+
+Writes diffwave/assets/default/weights.pt (step, model, params: no optimizer state, so the
+file stays small) and models/loss.png from the run's TensorBoard scalars. With --sample,
+also copies a held-out wav and its spectrogram (computed by our feature code) as the demo input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffwave.audio import read_wav
+from diffwave.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path
+from diffwave.default_model import ASSETS, SAMPLE_SPEC, SAMPLE_WAV, WEIGHTS
+from diffwave.features import log_mel_spectrogram
+from runtime.bundle import write_bytes_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ship_weights(run: Path) -> Checkpoint:
+    ckpt = load_checkpoint(run)
+    slim = Checkpoint(step=ckpt.step, model=ckpt.model, params=ckpt.params)
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    import io
+
+    buf = io.BytesIO()
+    torch.save(slim.to_dict(), buf)
+    write_bytes_atomic(WEIGHTS, buf.getvalue())
+    print(f"{resolve_checkpoint_path(run)} (step {ckpt.step}) -> {WEIGHTS} ({WEIGHTS.stat().st_size / 1e6:.1f} MB)")
+    return ckpt
+
+
+def plot_loss(run: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps, values = [], []
+    for events in sorted(glob.glob(str(run / "events.out.tfevents.*"))):
+        acc = EventAccumulator(events)
+        acc.Reload()
+        if "train/loss" in acc.Tags()["scalars"]:
+            for e in acc.Scalars("train/loss"):
+                steps.append(e.step)
+                values.append(e.value)
+    order = np.argsort(steps)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(np.asarray(steps)[order], np.asarray(values)[order], lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("L1 loss on ε")
+    ax.set_yscale("log")
+    ax.set_title("default model: training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    print(f"loss curve ({len(steps)} points) -> {out}")
+
+
+def ship_sample(wav: Path, sample_rate: int, features) -> None:
+    shutil.copyfile(wav, SAMPLE_WAV)
+    spec = log_mel_spectrogram(read_wav(wav, sample_rate), features).numpy().astype(np.float32)
+    np.save(SAMPLE_SPEC, spec)
+    print(f"{wav} -> {SAMPLE_WAV} + {SAMPLE_SPEC.name} {spec.shape}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="training run directory (or a .pt checkpoint inside it)")
+    parser.add_argument("--sample", type=Path, help="held-out wav to ship as the demo input")
+    args = parser.parse_args()
+    run_dir = args.run if args.run.is_dir() else args.run.parent
+    ckpt = ship_weights(args.run)
+    plot_loss(run_dir, ROOT / "models" / "loss.png")
+    if args.sample:
+        config = ckpt.config
+        ship_sample(args.sample, config.features.sample_rate, config.features)
+
+
+if __name__ == "__main__":
+    main()

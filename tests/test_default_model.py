@@ -1,0 +1,80 @@
+"""The model and sample shipped in the package: they load, export through the gate, and vocode.
+
+The quality check is relative on purpose: the shipped weights must make the sample's
+features far better than an untrained network of the same architecture does (mel-cycle
+distance), so a corrupted, truncated or wrongly-shipped checkpoint fails CI. See
+models/README.md for where the shipped model stands against Griffin-Lim and the originals.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from diffwave.checkpoint import load_model
+from diffwave.default_model import DEMO_PROFILE, default_model
+from diffwave.evaluation.metrics import mel_cycle_distance_db
+
+from helpers import randomize_weights
+
+
+def test_shipped_files_load_and_are_small():
+    files = default_model()
+    assert files.weights.stat().st_size <= 16 * 1024 * 1024
+    model = load_model(files.weights)
+    spec = np.load(files.sample_spectrogram)
+    assert spec.shape[0] == model.config.features.n_mels and spec.dtype == np.float32
+    assert DEMO_PROFILE.min_frames <= spec.shape[1] <= DEMO_PROFILE.max_frames
+    audio, sr = sf.read(files.sample_wav)
+    assert sr == model.config.features.sample_rate and audio.ndim == 1
+    assert spec.shape[1] == 1 + len(audio) // model.config.features.hop_samples
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    out = tmp_path_factory.mktemp("demo") / "out.wav"
+    env = {"DIFFWAVE_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    first = subprocess.run([sys.executable, "-m", "diffwave", "demo", "-o", str(out)], capture_output=True, text=True, env=env)
+    return first, out, env
+
+
+def test_demo_exports_through_the_gate_and_writes_the_sample(demo_run):
+    first, out, _ = demo_run
+    assert first.returncode == 0, first.stderr
+    assert "first use: exporting" in first.stderr and "eps rel err" in first.stderr
+    assert re.search(r"real-time factor \d+\.\d+", first.stdout)
+    audio, sr = sf.read(out)
+    files = default_model()
+    frames = np.load(files.sample_spectrogram).shape[1]
+    assert len(audio) == frames * 256 and sr == 22050
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0.01
+
+
+def test_second_demo_run_reuses_the_exported_bundle(demo_run, tmp_path):
+    _, _, env = demo_run
+    again = subprocess.run([sys.executable, "-m", "diffwave", "demo", "-o", str(tmp_path / "b.wav")], capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "first use" not in again.stderr
+
+
+def test_shipped_weights_beat_an_untrained_network(demo_run):
+    _, out, _ = demo_run
+    files = default_model()
+    features = np.load(files.sample_spectrogram)
+    model = load_model(files.weights)
+    spec = model.config.features
+    trained = mel_cycle_distance_db(sf.read(out, dtype="float32")[0], features, spec)
+
+    from runtime import Vocoder
+
+    untrained = Vocoder.from_module(randomize_weights(load_model(files.weights), seed=1), model.config.bundle_metadata())
+    baseline = mel_cycle_distance_db(untrained(features, seed=0)[0], features, spec)
+    # An untrained network's output is shaped noise, tens of dB away from the features; the
+    # trained one must close at least a quarter of that gap.
+    assert trained < 0.75 * baseline, (trained, baseline)
