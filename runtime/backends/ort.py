@@ -73,7 +73,15 @@ class OrtSession(Session):
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, metadata: BundleMetadata, device: str = "auto", threads: int | None = None):
+    def __init__(
+        self, path: str | Path, metadata: BundleMetadata, device: str = "auto", threads: int | None = None, spinning: bool = False
+    ):
+        """``threads``: intra-op threads (None: ONNX Runtime's default, one per physical core).
+        ``spinning``: let idle worker threads spin-wait between operators (ONNX Runtime's default).
+        Off here: a step is ~500 operators, and on a machine whose cores are shared the spinning
+        threads take CPU time from the ones doing the work (measured with ``diffwave bench``, rows
+        ``onnxruntime-cpu`` vs ``onnxruntime-cpu-spinning``: see benchmarks/README.md).
+        """
         import onnxruntime as ort
 
         path = Path(path)
@@ -87,6 +95,7 @@ class OnnxRuntimeBackend(Backend):
         options.enable_mem_pattern = False
         if threads:
             options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         if self.on_cuda:
             import torch
 

@@ -1,0 +1,103 @@
+"""Experiment: does a window that stays in cache make ONNX Runtime's CPU step faster? (benchmarks/README.md)
+
+    python benchmarks/chunks.py [--onnx build/model.onnx] [--seconds 5] [--rounds 3] [--threads 0]
+
+Two measurements on the same graph:
+
+1. one network evaluation on windows of 16 … 512 frames: time per output sample. If the
+   elementwise operators (a third of a step) were bound by DRAM bandwidth, windows whose
+   activations fit in L2/L3 would cost less per sample;
+2. a whole 6-step call of ``--seconds`` through ``runtime.Vocoder`` with ``max_frames`` (the
+   window of its exact halo chunking) from 64 to 512 frames, interleaved rounds: what chunking
+   costs or gains end to end, halo (3069 samples each side) included.
+
+Without ``--onnx`` a random-weight base model is exported to a temporary bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+
+def export_random_base(folder: Path) -> Path:
+    import torch
+
+    from diffwave.config import DiffWaveConfig
+    from diffwave.model import DiffWave
+    from export.step_graph import export_step_onnx
+
+    model = DiffWave(DiffWaveConfig()).eval()
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    path = export_step_onnx(model, folder / "model.onnx")
+    meta = replace(model.config.bundle_metadata(), onnx={"fp32": path.name},
+                   onnx_sha256={path.name: hashlib.sha256(path.read_bytes()).hexdigest()})
+    meta.write(folder)
+    return path
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--onnx", type=Path)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    from runtime import Vocoder
+    from runtime.backends.ort import OnnxRuntimeBackend
+    from runtime.bundle import BundleMetadata
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = args.onnx or export_random_base(Path(tmp))
+        meta = BundleMetadata.read(onnx_path.parent)
+        threads = args.threads or None
+        backend = OnnxRuntimeBackend(onnx_path, meta, device="cpu", threads=threads)
+        hop = meta.hop_samples
+        print(f"1. one step, time per output sample (threads {args.threads or 'default'})")
+        rng = np.random.default_rng(0)
+        for frames in (16, 32, 64, 128, 256, 512):
+            session = backend.session(0, 1, frames * hop)
+            session.audio[...] = rng.standard_normal(session.audio.shape, dtype=np.float32)
+            session.spectrogram[...] = rng.uniform(0, 1, session.spectrogram.shape)
+            session.set_steps(np.array([10.5], np.float32))
+            session.run(0)
+            values = []
+            for _ in range(max(2, 256 // frames)):
+                started = time.perf_counter()
+                session.run(0)
+                values.append(time.perf_counter() - started)
+            per = statistics.median(values) / (frames * hop)
+            print(f"   {frames:4d} frames ({frames * hop:6d} samples): {per * 1e6:6.2f} µs/sample")
+
+        frames = round(args.seconds * meta.sample_rate / hop)
+        mel = rng.uniform(0, 1, (1, meta.n_mels, frames)).astype(np.float32)
+        vocoders = {m: Vocoder(OnnxRuntimeBackend(onnx_path, meta, device="cpu", threads=threads), max_frames=m)
+                    for m in (64, 128, 256, 512)}
+        for v in vocoders.values():
+            v(mel, seed=0)
+        times: dict[int, list[float]] = {m: [] for m in vocoders}
+        keys = list(vocoders)
+        for r in range(args.rounds):
+            for m in keys[r % len(keys):] + keys[: r % len(keys)]:
+                started = time.perf_counter()
+                vocoders[m](mel, seed=0)
+                times[m].append(time.perf_counter() - started)
+        print(f"2. whole call, {args.seconds:g} s ({frames} frames), 6 steps: median, and paired ratio to max_frames=512")
+        for m, values in times.items():
+            ratio = statistics.median(a / b for a, b in zip(times[512], values))
+            print(f"   max_frames {m:3d}: {statistics.median(values):7.3f} s  {ratio:4.2f}×  {[round(v, 2) for v in values]}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,237 @@
+"""Run the contenders against the reference, shape by shape, in one process; then measure memory.
+
+For each (batch, seconds) every runner gets the same random spectrogram, is warmed up
+(untimed), then the timed rounds interleave all runners (see :mod:`.timing`). Speed-ups are
+against the reference *on the same device in the same rounds*. Memory is measured afterwards,
+one fresh worker process per row (see :mod:`.memory`), so it neither disturbs the timings
+nor is disturbed by them.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .contenders import BenchModels, Contender, Runner, open_runner, reference_for, resolve
+from .machine import describe_machine, load_average
+from .memory import MemoryJob, measure_in_subprocess
+from .report import BenchReport, BenchRow, Skipped
+from .timing import Summary, paired_speedup
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    seconds: tuple[float, ...] = (1.0, 5.0, 10.0)
+    batches: tuple[int, ...] = (1, 4)
+    steps: Any = "fast"  #: a schedule name of model.json or a tuple of betas
+    repeats: int = 3  #: timed calls per contender and shape
+    warmup: int = 1  #: untimed calls first (CUDA-graph contenders get two more: eager, then capture)
+    seed: int = 0
+    threads: Optional[int] = None  #: ONNX Runtime intra-op threads (None: its default, one per core)
+    torch_threads: Optional[int] = None  #: torch.set_num_threads for the reference and PyTorch rows (None: torch's default)
+    memory: bool = True  #: measure peak memory in worker processes
+    backends: Optional[tuple[str, ...]] = None  #: None: everything that can run here
+    progress: bool = True
+
+    def validate(self) -> None:
+        if not self.seconds or any(not (s > 0) for s in self.seconds):
+            raise ValueError(f"seconds must be positive, got {list(self.seconds)}")
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ValueError(f"batch sizes must be at least 1, got {list(self.batches)}")
+        if self.repeats < 1 or self.warmup < 0:
+            raise ValueError("repeats must be at least 1 and warmup at least 0")
+
+
+def frames_for(seconds: float, sample_rate: int, hop: int) -> int:
+    return max(1, int(round(seconds * sample_rate / hop)))
+
+
+def run_bench(settings: BenchSettings, models: BenchModels, log: Log = lambda _m: None) -> BenchReport:
+    """Time every contender on every shape; raise ``ValueError`` when nothing can run."""
+    import torch
+
+    settings.validate()
+    if models.metadata.unconditional:
+        raise ValueError("diffwave bench times conditional models (spectrogram in); this model is unconditional")
+    previous = torch.get_num_threads()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    try:
+        return _run(settings, models, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(settings: BenchSettings, models: BenchModels, log: Log) -> BenchReport:
+    from runtime import VocoderError
+
+    meta = models.metadata
+    machine = describe_machine()
+    contenders, unavailable = resolve(settings.backends, models)
+    skipped = [Skipped(name, why) for name, why in unavailable]
+
+    runners: list[Runner] = []
+    for contender in contenders:
+        try:
+            runners.append(open_runner(contender, models, settings.steps, seed=settings.seed, threads=settings.threads))
+        except (VocoderError, ImportError, OSError, RuntimeError) as exc:  # TensorRTMissing is an ImportError
+            skipped.append(Skipped(contender.name, _one_line(exc)))
+    # A contender without its device's reference has nothing to be compared with.
+    devices_with_reference = {r.contender.device for r in runners if r.contender.is_reference}
+    for runner in [r for r in runners if r.contender.device not in devices_with_reference]:
+        skipped.append(Skipped(runner.contender.name, f"its reference ({reference_for(runner.contender.device).name}) could not run"))
+        runners.remove(runner)
+    if not runners:
+        raise ValueError("nothing to benchmark: " + "; ".join(f"{s.backend}: {s.reason}" for s in skipped))
+    for s in skipped:
+        log(f"skipping {s.backend}: {s.reason}")
+
+    rows: list[BenchRow] = []
+    shapes = [(b, s) for b in settings.batches for s in settings.seconds]
+    calls = sum(settings.warmup + settings.repeats + (2 if r.contender.cuda_graphs else 0) for r in runners) * len(shapes)
+    bar = _progress(calls, settings.progress, "bench")
+    try:
+        for batch, seconds in shapes:
+            frames = frames_for(seconds, meta.sample_rate, meta.hop_samples)
+            rng = np.random.default_rng(settings.seed)
+            mel = rng.uniform(0.0, 1.0, (batch, meta.n_mels, frames)).astype(np.float32)
+            timings, warm, failed = _time_shape(runners, mel, settings, bar)
+            for name, reason in failed.items():
+                skipped.append(Skipped(name, reason, batch, seconds))
+            for runner in runners:
+                c = runner.contender
+                if c.name not in timings:
+                    continue
+                ref = timings.get(reference_for(c.device).name)
+                rows.append(_row(c, runner, batch, seconds, frames * meta.hop_samples, timings[c.name], ref, warm[c.name], settings))
+    finally:
+        bar.close()
+        for runner in runners:
+            runner.close()
+
+    report = BenchReport(
+        machine=machine,
+        settings={**_settings_dict(settings), "sample_rate": meta.sample_rate, "hop_samples": meta.hop_samples},
+        models={"weights": models.weights, "checkpoint": str(models.checkpoint), "onnx": _str(models.onnx), "engine": _str(models.engine)},
+        rows=rows,
+        skipped=skipped,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    if settings.memory:
+        _measure_memory(report, models, settings)
+    machine.load_average_end = load_average()
+    return report
+
+
+def _time_shape(runners: Sequence[Runner], mel: np.ndarray, settings: BenchSettings, bar: Any):
+    """Warm every runner up on ``mel``, then time them in interleaved rounds."""
+    from runtime import VocoderError
+
+    timings: dict[str, list[float]] = {}
+    warm: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    live = []
+    for runner in runners:
+        name = runner.contender.name
+        try:
+            runner.prepare(mel)
+            for i in range(settings.warmup + (2 if runner.contender.cuda_graphs else 0)):
+                elapsed = runner.clock.time(runner)
+                warm.setdefault(name, elapsed)
+                bar.update(1)
+        except (VocoderError, RuntimeError) as exc:  # e.g. a shape outside an engine's profile, out of memory
+            failed[name] = _one_line(exc)
+            continue
+        warm.setdefault(name, float("nan"))
+        timings[name] = []
+        live.append(runner)
+    for round_index in range(settings.repeats):
+        shift = round_index % max(1, len(live))
+        for runner in live[shift:] + live[:shift]:  # rotate who goes first: no fixed position in the load
+            timings[runner.contender.name].append(runner.clock.time(runner))
+            bar.update(1)
+    return timings, warm, failed
+
+
+def _row(c: Contender, runner: Runner, batch: int, seconds: float, samples: int, times: list[float],
+         ref: Optional[list[float]], warm: float, settings: BenchSettings) -> BenchRow:
+    summary = Summary.of(times)
+    audio = batch * samples / runner.sample_rate
+    rtf = summary.median / audio
+    speedup = paired_speedup(ref, times) if ref else None
+    return BenchRow(
+        backend=c.name,
+        device=c.device,
+        batch=batch,
+        seconds=seconds,
+        samples=samples,
+        steps=runner.num_steps,
+        median_ms=summary.median * 1e3,
+        min_ms=summary.minimum * 1e3,
+        max_ms=summary.maximum * 1e3,
+        times_ms=[t * 1e3 for t in times],
+        rtf=rtf,
+        x_realtime=1.0 / rtf,
+        speedup=speedup,
+        speedup_of_medians=(Summary.of(ref).median / summary.median) if ref else None,
+        warmup_ms=warm * 1e3,
+        mode=runner.mode,
+        detail=runner.describe,
+    )
+
+
+def _measure_memory(report: BenchReport, models: BenchModels, settings: BenchSettings) -> None:
+    bar = _progress(len(report.rows), settings.progress, "memory")
+    metadata = models.metadata.to_dict()
+    try:
+        for row in report.rows:
+            job = MemoryJob(
+                contender=row.backend,
+                metadata=metadata,
+                checkpoint=str(models.checkpoint),
+                onnx=_str(models.onnx),
+                engine=_str(models.engine),
+                batch=row.batch,
+                frames=row.samples // models.metadata.hop_samples,
+                steps=list(settings.steps) if not isinstance(settings.steps, str) else settings.steps,
+                seed=settings.seed,
+                threads=settings.threads,
+                torch_threads=settings.torch_threads,
+            )
+            result = measure_in_subprocess(job)
+            row.peak_mb, row.peak_rss_mb, row.first_call_ms = result.peak_mb, result.peak_rss_mb, result.first_call_ms
+            row.gpu_peak_mb, row.gpu_used_mb, row.memory_error = result.gpu_peak_mb, result.gpu_used_mb, result.error
+            bar.update(1)
+    finally:
+        bar.close()
+
+
+def _settings_dict(settings: BenchSettings) -> dict[str, Any]:
+    data = asdict(settings)
+    data.pop("progress")
+    for key in ("seconds", "batches", "backends"):
+        if data[key] is not None:
+            data[key] = list(data[key])
+    if not isinstance(data["steps"], str):
+        data["steps"] = list(data["steps"])
+    return data
+
+
+def _progress(total: int, enabled: bool, what: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=what, unit="call", disable=not enabled, leave=False)
+
+
+def _str(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

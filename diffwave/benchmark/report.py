@@ -1,0 +1,183 @@
+"""The result of ``diffwave bench`` as typed rows, a printed table, a JSON file and a plot.
+
+The JSON schema (``schema: "diffwave-bench/1"``) is defined here once: the field names of
+:class:`BenchReport`, :class:`BenchRow`, :class:`Skipped` and
+:class:`~diffwave.benchmark.machine.MachineInfo`. Times are milliseconds, memory MiB.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .machine import MachineInfo
+
+SCHEMA = "diffwave-bench/1"
+
+
+@dataclass
+class BenchRow:
+    """One contender on one shape (batch × seconds)."""
+
+    backend: str  #: contender name, e.g. "onnxruntime-cpu"
+    device: str
+    batch: int
+    seconds: float  #: audio per item
+    samples: int  #: samples per item (frames × hop)
+    steps: int  #: network evaluations per call
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    times_ms: list[float]  #: every timed call, in round order
+    rtf: float  #: real-time factor: median time / audio produced (batch × seconds); < 1 is faster than real time
+    x_realtime: float  #: 1 / rtf
+    speedup: Optional[float]  #: over the reference on the same device: median of per-round ratios
+    speedup_of_medians: Optional[float]  #: reference median / this median
+    warmup_ms: Optional[float] = None  #: the first (untimed) call of this shape in the timing process
+    first_call_ms: Optional[float] = None  #: the call in a fresh process (memory worker): cold start
+    peak_mb: Optional[float] = None  #: resident-memory peak of one call above the loaded process
+    peak_rss_mb: Optional[float] = None
+    gpu_peak_mb: Optional[float] = None
+    gpu_used_mb: Optional[float] = None
+    mode: str = "eager"  #: "replayed" when the timed calls replayed a CUDA graph
+    detail: str = ""  #: the backend's own description
+    memory_error: Optional[str] = None
+
+
+@dataclass
+class Skipped:
+    backend: str
+    reason: str
+    batch: Optional[int] = None  #: set when only one shape failed
+    seconds: Optional[float] = None
+
+
+@dataclass
+class BenchReport:
+    machine: MachineInfo
+    settings: dict[str, Any]
+    models: dict[str, Optional[str]]
+    rows: list[BenchRow] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    created: str = ""
+    schema: str = SCHEMA
+
+    def to_json(self) -> str:
+        return json.dumps(_clean(asdict(self)), indent=2, allow_nan=False) + "\n"
+
+    def write_json(self, path: str | os.PathLike) -> Path:
+        from runtime.bundle import write_text_atomic
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, self.to_json())
+        return path
+
+    @classmethod
+    def from_json(cls, text: str) -> "BenchReport":
+        data = json.loads(text)
+        if data.get("schema") != SCHEMA:
+            raise ValueError(f"not a {SCHEMA} report (schema {data.get('schema')!r})")
+        machine = MachineInfo(**data["machine"])
+        return cls(
+            machine=machine,
+            settings=data["settings"],
+            models=data["models"],
+            rows=[BenchRow(**r) for r in data["rows"]],
+            skipped=[Skipped(**s) for s in data["skipped"]],
+            created=data["created"],
+        )
+
+    def table(self, markdown: bool = False) -> str:
+        """The rows grouped by shape; ``markdown`` gives a GitHub table (README, benchmarks/README.md)."""
+        headers = ("backend", "batch", "audio s", "median ms", "RTF", "× real time", "speed-up", "peak MB")
+        body = [
+            (
+                r.backend + (" (graph)" if r.mode == "replayed" else ""),
+                str(r.batch),
+                f"{r.seconds:g}",
+                f"{r.median_ms:.1f}",
+                f"{r.rtf:.3f}",
+                f"{r.x_realtime:.2f}",
+                "-" if r.speedup is None else f"{r.speedup:.2f}×",
+                _memory_cell(r),
+            )
+            for r in self.rows
+        ]
+        if markdown:
+            lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+            lines += ["| " + " | ".join(cells) + " |" for cells in body]
+            return "\n".join(lines)
+        widths = [max(len(h), *(len(c[i]) for c in body)) if body else len(h) for i, h in enumerate(headers)]
+
+        def line(cells: tuple[str, ...]) -> str:
+            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+        out, previous = [line(headers), "-" * len(line(headers))], None
+        for row, cells in zip(self.rows, body):
+            shape = (row.batch, row.seconds)
+            if previous is not None and shape != previous:
+                out.append("")
+            previous = shape
+            out.append(line(cells))
+        for s in self.skipped:
+            where = "" if s.batch is None else f" (batch {s.batch}, {s.seconds:g} s)"
+            out.append(f"skipped {s.backend}{where}: {s.reason}")
+        return "\n".join(out)
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """Median time against audio length, one line per backend, one panel per batch size."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        path = Path(path)
+        batches = sorted({r.batch for r in self.rows})
+        fig, axes = plt.subplots(1, len(batches), figsize=(5.5 * len(batches), 4.2), squeeze=False, sharey=True)
+        for ax, batch in zip(axes[0], batches):
+            rows = [r for r in self.rows if r.batch == batch]
+            for backend in dict.fromkeys(r.backend for r in rows):
+                points = sorted((r.seconds, r.median_ms / 1e3) for r in rows if r.backend == backend)
+                style = "k--" if backend.startswith("reference") else "-"
+                ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=backend)
+            seconds = sorted({r.seconds for r in rows})
+            ax.plot(seconds, [s * batch for s in seconds], ":", color="grey", label="real time")
+            ax.set_xlabel("audio per item (s)")
+            ax.set_title(f"batch {batch}, {self.settings.get('steps')} schedule")
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0][0].set_ylabel("time per call (s)")
+        axes[0][-1].legend(fontsize=8)
+        fig.suptitle(self.machine.describe(), fontsize=8)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".png", dir=path.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, dpi=120)
+            os.replace(tmp, path)
+        finally:
+            plt.close(fig)
+            Path(tmp).unlink(missing_ok=True)
+        return path
+
+
+def _memory_cell(row: BenchRow) -> str:
+    value = row.gpu_used_mb if row.device == "cuda" and row.gpu_used_mb is not None else row.peak_mb
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj

@@ -1,0 +1,188 @@
+"""`diffwave bench` on tiny random models: the reference loop, rows, JSON schema, plot, memory, errors.
+
+The speed numbers themselves are not asserted (the CI machine is shared); what is asserted is
+that the harness measures what it says: every requested row exists, its statistics agree
+with its own raw timings, the reference loop is lmnt's sampler (same audio as the runtime on
+identical noise), and the memory worker sees memory grow with the input.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from diffwave.benchmark import SCHEMA, BenchReport
+from diffwave.benchmark.memory import MemoryJob, measure_in_subprocess
+from diffwave.benchmark.reference import reference_sample
+from diffwave.cli import app
+from helpers import random_model, tiny_config
+from runtime import Vocoder
+from runtime.schedule import ReverseSchedule
+from runtime_helpers import random_mel, rel_err, save_model_dir, write_onnx_bundle
+
+BACKENDS = ("reference-cpu", "pytorch-cpu", "onnxruntime-cpu", "onnxruntime-cpu-spinning")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Two OpenMP threads on two shared cores stall whenever another job holds a core (measured:
+    a tiny forward from 5 ms to 700 ms); one thread keeps this file's run time predictable."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(tiny_config(), seed=5)
+
+
+@pytest.fixture(scope="module")
+def run_dir(model, tmp_path_factory) -> Path:
+    return save_model_dir(tmp_path_factory.mktemp("run"), model)
+
+
+@pytest.fixture(scope="module")
+def onnx_path(model, tmp_path_factory) -> Path:
+    return write_onnx_bundle(tmp_path_factory.mktemp("bundle"), model)
+
+
+def bench(*args) -> "CliRunner.Result":
+    return CliRunner().invoke(app, ["bench", *map(str, args)])
+
+
+def test_reference_loop_is_the_runtime_sampler_on_identical_noise(model):
+    """The baseline must be a correct sampler: lmnt's algorithm gives the runtime's audio for the same noise."""
+    meta = model.config.bundle_metadata()
+    schedule = ReverseSchedule.create(meta.noise_schedule, meta.inference_schedules["fast"])
+    mel = random_mel(80, 12, batch=2, seed=3)
+    noise = np.random.default_rng(4).standard_normal((schedule.num_steps, 2, 12 * 256)).astype(np.float32)
+    expected = Vocoder.from_module(model, meta, device="cpu")(mel, noise=noise)
+    got = reference_sample(model, torch.from_numpy(mel), schedule, noise=noise).numpy()
+    assert got.shape == expected.shape == (2, 12 * 256)
+    assert np.abs(expected).max() > 0.05  # random weights: a real signal, not clamped zeros
+    assert rel_err(got, expected) < 1e-4
+    # Without injected noise it draws its own, every call anew (lmnt's torch.randn per step).
+    generator = torch.Generator().manual_seed(0)
+    a = reference_sample(model, torch.from_numpy(mel), schedule, generator=generator)
+    b = reference_sample(model, torch.from_numpy(mel), schedule, generator=generator)
+    assert not torch.equal(a, b)
+
+
+def test_rows_json_and_plot_for_every_requested_backend(run_dir, onnx_path, tmp_path):
+    out_json, out_png = tmp_path / "bench.json", tmp_path / "plots" / "bench.png"
+    result = bench(
+        "--checkpoint", run_dir, "--onnx", onnx_path, "--seconds", "0.05,0.1", "--batch", "1,2", "--repeats", 3,
+        "--warmup", 1, "--backends", ",".join(BACKENDS[1:]), "--no-memory", "--torch-threads", 1, "--no-progress",
+        "--json", out_json, "--plot", out_png,
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(out_json.read_text())
+    assert data["schema"] == SCHEMA
+    assert set(data) == {"schema", "created", "machine", "settings", "models", "rows", "skipped"}
+    report = BenchReport.from_json(out_json.read_text())
+
+    shapes = {(b, s) for b in (1, 2) for s in (0.05, 0.1)}
+    got = {(r.backend, r.batch, r.seconds) for r in report.rows}
+    assert got == {(name, b, s) for name in BACKENDS for b, s in shapes}  # the reference came by itself
+    for row in report.rows:
+        assert row.device == "cpu" and row.steps == 6
+        assert row.samples == round(row.seconds * 22050 / 256) * 256
+        assert len(row.times_ms) == 3 and row.min_ms <= row.median_ms <= row.max_ms
+        assert row.median_ms == pytest.approx(statistics.median(row.times_ms))
+        audio_seconds = row.batch * row.samples / 22050
+        assert row.rtf == pytest.approx(row.median_ms / 1e3 / audio_seconds)
+        assert row.x_realtime == pytest.approx(1 / row.rtf)
+        ref = next(r for r in report.rows if r.backend == "reference-cpu" and (r.batch, r.seconds) == (row.batch, row.seconds))
+        paired = statistics.median(a / b for a, b in zip(ref.times_ms, row.times_ms))
+        assert row.speedup == pytest.approx(paired)
+        assert row.speedup_of_medians == pytest.approx(ref.median_ms / row.median_ms)
+        assert row.peak_mb is None and row.warmup_ms > 0
+    assert all(r.speedup == 1.0 for r in report.rows if r.backend == "reference-cpu")
+    assert "onnxruntime" in next(r.detail for r in report.rows if r.backend == "onnxruntime-cpu")
+
+    machine = data["machine"]
+    assert machine["cpu_model"] and machine["cpu_cores"] >= 1 and machine["cpus_usable"] >= 1
+    assert {"torch", "numpy", "onnxruntime"} <= set(machine["libraries"])
+    assert machine["torch_threads"] == 1 and report.settings["torch_threads"] == 1
+    assert report.models["weights"] == f"checkpoint {run_dir}" and report.models["onnx"] == str(onnx_path)
+    assert {s["backend"] for s in data["skipped"]} == set()  # all requested rows ran
+
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_png.stat().st_size > 5000
+    for name in BACKENDS:
+        assert name in result.stdout
+    assert "speed-up" in result.stdout and "machine:" in result.stdout
+
+
+def test_memory_worker_sees_memory_grow_with_the_input(run_dir, onnx_path, model):
+    meta = model.config.bundle_metadata().to_dict()
+
+    def job(frames: int, contender: str = "onnxruntime-cpu") -> MemoryJob:
+        return MemoryJob(contender, meta, str(run_dir), str(onnx_path), None, batch=1, frames=frames, steps="fast", torch_threads=1)
+
+    small, large, ref = (measure_in_subprocess(job(4)), measure_in_subprocess(job(600)),
+                         measure_in_subprocess(job(4, "reference-cpu")))
+    for r in (small, large, ref):
+        assert r.error is None, r.error
+        assert r.first_call_ms > 0 and r.peak_rss_mb > 10 and r.reset_ok
+    # 600 frames = 153 600 samples: the tiny model's [16, L] activations alone are ~10 MB each.
+    assert large.peak_mb > small.peak_mb + 20
+
+
+def test_memory_columns_in_the_report(run_dir, onnx_path, tmp_path):
+    out = tmp_path / "mem.json"
+    result = bench("--checkpoint", run_dir, "--onnx", onnx_path, "--seconds", "0.05", "--batch", 1, "--repeats", 1,
+                   "--warmup", 0, "--backends", "onnxruntime-cpu", "--torch-threads", 1, "--no-progress", "--json", out)
+    assert result.exit_code == 0, result.output
+    rows = BenchReport.from_json(out.read_text()).rows
+    assert [r.backend for r in rows] == ["reference-cpu", "onnxruntime-cpu"]
+    for row in rows:
+        assert row.memory_error is None and row.peak_mb is not None and row.peak_mb >= 0 and row.first_call_ms > 0
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["--backends", "onnxruntime-cpu,warp-drive"], 2, "unknown backend 'warp-drive'"),
+        (["--seconds", "1,abc"], 2, "--seconds"),
+        (["--seconds", "0"], 2, "positive"),
+        (["--batch", "0"], 2, "at least 1"),
+        (["--steps", "medium"], 2, "unknown schedule 'medium'"),
+    ],
+)
+def test_bad_usage_is_one_line_and_writes_nothing(run_dir, onnx_path, tmp_path, args, code, words):
+    out = tmp_path / "out.json"
+    result = bench("--checkpoint", run_dir, "--onnx", onnx_path, "--no-memory", "--json", out, *args)
+    assert result.exit_code == code, result.output
+    assert words in result.output and result.output.count("error:") == 1
+    assert not out.exists()
+
+
+def test_missing_or_broken_model_files(tmp_path):
+    out = tmp_path / "out.json"
+    result = bench("--checkpoint", tmp_path / "nowhere", "--json", out)
+    assert result.exit_code == 1 and "no such file" in result.output and not out.exists()
+    broken = tmp_path / "weights.pt"
+    broken.write_bytes(b"not a checkpoint")
+    result = bench("--checkpoint", broken, "--json", out)
+    assert result.exit_code == 1 and str(broken) in result.output and not out.exists()
+
+
+def test_without_a_model_it_runs_a_random_base_model(tmp_path):
+    """The default path: base architecture (30 × 64), random weights, exported to a temporary ONNX."""
+    out = tmp_path / "base.json"
+    result = bench("--backends", "onnxruntime-cpu", "--seconds", "0.03", "--batch", 1, "--repeats", 1, "--warmup", 0,
+                   "--no-memory", "--torch-threads", 1, "--no-progress", "--json", out)
+    assert result.exit_code == 0, result.output
+    report = BenchReport.from_json(out.read_text())
+    assert report.models["weights"] == "random, the base architecture"
+    assert [r.backend for r in report.rows] == ["reference-cpu", "onnxruntime-cpu"]
+    assert "model.onnx" in report.rows[1].detail
+    assert not Path(report.models["onnx"]).exists()  # the temporary bundle is gone
