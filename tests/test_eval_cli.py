@@ -88,6 +88,30 @@ def test_report_rows_means_and_snr(short_dir, tmp_path):
     assert "griffin-lim-8" in table and "mean" in table and "gl-16 vs gl-2" in table
 
 
+def test_spectrogram_figures_have_a_panel_per_system(short_dir, tmp_path):
+    import matplotlib.image
+
+    files = find_wavs([short_dir])[:1]
+    heights = []
+    for synths, folder in (([], "one"), ([_gl_synth("gl-2", 2), _gl_synth("gl-4", 4)], "three")):
+        evaluate(files, synths, FeatureSpec(), griffin_lim_iterations=2, perceptual=False, progress=False, spectrograms=tmp_path / folder)
+        written = list((tmp_path / folder).iterdir())
+        assert [p.name for p in written] == [f"{files[0].stem}.png"]  # no temporary file left behind
+        heights.append(matplotlib.image.imread(written[0]).shape[0])
+    assert heights[1] > 1.5 * heights[0]  # original + Griffin-Lim, then two more panels
+
+
+def test_log_magnitude_puts_a_tone_in_its_bin():
+    from diffwave.evaluation.figures import log_magnitude_db
+
+    spec = FeatureSpec()
+    bin_hz = spec.sample_rate / spec.n_fft
+    tone = np.sin(2 * np.pi * 40 * bin_hz * np.arange(spec.sample_rate) / spec.sample_rate)
+    image = log_magnitude_db(tone, spec)
+    assert image.shape[0] == spec.n_fft // 2 + 1
+    assert set(np.argmax(image[:, 2:-2], axis=0)) == {40}
+
+
 def test_identical_systems_have_infinite_snr_written_as_null(short_dir):
     files = find_wavs([short_dir])[:1]
     report = evaluate(files, [_gl_synth("a", 2), _gl_synth("b", 2)], FeatureSpec(), griffin_lim_iterations=2, perceptual=False, progress=False)
@@ -150,9 +174,10 @@ def test_eval_command_end_to_end(tiny_bundle, short_dir, tmp_path):
     out = tmp_path / "eval.json"
     result = runner.invoke(
         app, ["eval", "--checkpoint", str(ckpt), "--onnx", str(onnx), str(data), "--steps", "fast", "--seed", "4",
-              "--json", str(out), "--no-perceptual", "--griffin-lim-iters", "16"],
+              "--json", str(out), "--no-perceptual", "--griffin-lim-iters", "16", "--spectrograms", str(tmp_path / "figs")],
     )
     assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["utt0.png", "utt1.png"]
     doc = json.loads(out.read_text())
     check_schema(doc, 2, ["checkpoint:ckpt", "onnx:model.onnx"], perceptual=False)
     assert doc["steps"] == "fast" and doc["seed"] == 4

@@ -49,7 +49,7 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 
 @app.command("bench", help=HELP)
 def bench_command(
-    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX step graph with its model.json (ONNX Runtime rows).", dir_okay=False),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX step graph with its model.json (ONNX Runtime rows). Without --checkpoint the other rows run random weights of its architecture.", dir_okay=False),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training checkpoint or model folder: the weights of the reference and PyTorch rows (and of a temporary ONNX export when --onnx is not given)."),
     engine: Optional[Path] = typer.Option(None, "--engine", help="TensorRT plan with its model.json (TensorRT rows; needs a GPU).", dir_okay=False),
     seconds: str = typer.Option("1,5,10", "--seconds", help="Audio lengths per item, comma-separated."),
@@ -68,7 +68,7 @@ def bench_command(
     ),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure each row's peak memory in a fresh process (one more call per row)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the rows and machine details as JSON (schema diffwave-bench/1).", dir_okay=False),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw time against audio length per backend (PNG; needs matplotlib, the [plot] extra).", dir_okay=False),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw time against audio length per backend (PNG; needs matplotlib, the \\[plot] extra).", dir_okay=False),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random inputs (and of the random model)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
 ) -> None:

@@ -34,6 +34,9 @@ def eval_command(
     ),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N files (sorted by name)."),
     save_audio: Optional[Path] = typer.Option(None, "--save-audio", help="Write every system's output under this folder, one subfolder per system.", file_okay=False),
+    spectrograms: Optional[Path] = typer.Option(
+        None, "--spectrograms", help="Draw each file's spectrogram beside every system's (one PNG per file) into this folder; needs the \\[plot] extra.", file_okay=False
+    ),
 ) -> None:
     """Vocode each recording's features and score the audio against the recording (see HELP)."""
     from diffwave.evaluation.copy_synthesis import Synthesizer, evaluate, find_wavs
@@ -50,6 +53,8 @@ def eval_command(
     files = files[:limit] if limit else files
     try:  # fail before any vocoding if an optional package is missing
         require("auraloss", "the multi-resolution STFT distance")
+        if spectrograms is not None:
+            require("matplotlib", "--spectrograms")
         if perceptual:
             require("pesq", "PESQ")
             require("soxr", "resampling for PESQ/DNSMOS")
@@ -78,7 +83,7 @@ def eval_command(
     try:
         report = evaluate(
             files, synthesizers, spec, steps=steps, seed=seed, griffin_lim_iterations=griffin_lim_iterations,
-            perceptual=perceptual, save_audio=save_audio,
+            perceptual=perceptual, save_audio=save_audio, spectrograms=spectrograms,
         )
     except ValueError as exc:  # AudioError, VocoderError: one line naming the file
         raise fail(str(exc)) from None

@@ -64,12 +64,14 @@ def evaluate(
     perceptual: bool = True,
     save_audio: Optional[Path] = None,
     progress: bool = True,
+    spectrograms: Optional[Path] = None,
 ) -> EvalReport:
     """Score every synthesizer (and Griffin-Lim, and the original) on every file.
 
     Every file is checked before any is vocoded: an unusable wav raises
     :class:`~diffwave.audio.AudioError` (one line naming the file) at once, not after
-    minutes spent on the files before it.
+    minutes spent on the files before it. With ``spectrograms``, one PNG per file
+    (original, Griffin-Lim, each model) is written there, named after the wav.
     """
     from tqdm import tqdm
 
@@ -98,6 +100,11 @@ def evaluate(
                 report.rows.append(_score(str(path), name, outputs[name], original, features, spec, perceptual))
                 if save_audio is not None and name != ORIGINAL:
                     _save(Path(save_audio) / _safe(name) / Path(path).name, outputs[name][: original.shape[0]], spec)
+            if spectrograms is not None:
+                from .figures import write_spectrogram_figure
+
+                shared = {name: outputs[name][: original.shape[0]] for name in names}
+                write_spectrogram_figure(Path(spectrograms) / f"{Path(path).stem}.png", shared, spec, title=Path(path).name)
             for a, b in itertools.combinations([s.info.name for s in synthesizers], 2):
                 report.snr.append(SnrRow(str(path), a, b, snr_db(outputs[b], outputs[a])))
     return report.finalize()
