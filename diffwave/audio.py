@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from runtime.bundle import atomic_output
 
 
 class AudioError(ValueError):
@@ -42,12 +43,6 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subt
     """Write a mono wav atomically (temp name in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".wav") as tmp:
         sf.write(tmp, np.asarray(audio, dtype=np.float32).reshape(-1), sample_rate, subtype=subtype, format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

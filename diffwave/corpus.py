@@ -33,7 +33,6 @@ import random
 import re
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Iterable, Optional, Sequence
 
 import soundfile as sf
 
-from runtime.bundle import write_text_atomic
+from runtime.bundle import atomic_output, write_text_atomic
 
 SAMPLE_RATE = 22050
 SPLITS = ("train", "heldout")
@@ -252,18 +251,13 @@ def render(utt: Utterance, out_dir: Path, exe: str) -> ManifestEntry:
     path = out_dir / utt.file
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
-        os.close(fd)
-        try:
-            cmd = [exe, "-v", utt.voice, "-s", str(utt.speed), "-p", str(utt.pitch), "-w", tmp, utt.text]
+        with atomic_output(path, suffix=".wav") as tmp:
+            cmd = [exe, "-v", utt.voice, "-s", str(utt.speed), "-p", str(utt.pitch), "-w", str(tmp), utt.text]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 detail = (proc.stderr or proc.stdout).strip().splitlines()
                 raise CorpusError(f"espeak-ng failed on {utt.file} (voice {utt.voice}): {detail[0] if detail else f'exit {proc.returncode}'}")
-            _check_wav(Path(tmp), utt.file)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+            _check_wav(tmp, utt.file)
     info = _check_wav(path, utt.file)
     return ManifestEntry(utt.file, utt.split, utt.text, utt.voice, utt.speed, utt.pitch, info.frames)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from runtime.bundle import FeatureSpec
+from runtime.bundle import FeatureSpec, atomic_output
 
 from .audio import AudioError, read_wav
 from .data import find_wavs, spec_path_for
@@ -80,19 +79,11 @@ def process_file(wav: Path, features: FeatureSpec) -> FileOutcome:
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     """``np.save`` to a temporary name in the same folder, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide the features from other users
-        with os.fdopen(fd, "wb") as fh:
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
             np.save(fh, array)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _init_worker() -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from runtime.bundle import atomic_output
 
 from .machine import MachineInfo
 
@@ -154,17 +156,15 @@ class BenchReport:
             ax.grid(True, which="both", alpha=0.3)
         axes[0][0].set_ylabel("time per call (s)")
         axes[0][-1].legend(fontsize=8)
-        fig.suptitle(self.machine.describe(), fontsize=8)
+        # The machine line is long: wrap it so a one-panel figure does not clip it.
+        fig.suptitle("\n".join(textwrap.wrap(self.machine.describe(), 60 * len(batches))), fontsize=7)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".png", dir=path.parent)
-        os.close(fd)
         try:
-            fig.savefig(tmp, dpi=120)
-            os.replace(tmp, path)
+            with atomic_output(path, suffix=path.suffix or ".png") as tmp:
+                fig.savefig(tmp, dpi=120)
         finally:
             plt.close(fig)
-            Path(tmp).unlink(missing_ok=True)
         return path
 
 

@@ -9,14 +9,13 @@ per system on a shared dB colour scale, shows both at a glance. Needs matplotlib
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from runtime.bundle import FeatureSpec
+from runtime.bundle import FeatureSpec, atomic_output
 
 #: dB below the loudest bin of the recording where the colour scale ends: enough to show
 #: hiss at -60 dB in pauses without letting digital silence dominate the picture.
@@ -75,12 +74,9 @@ def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_output(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path
