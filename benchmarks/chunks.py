@@ -9,7 +9,7 @@ Two measurements on the same graph:
    activations fit in L2/L3 would cost less per sample;
 2. a whole 6-step call of ``--seconds`` through ``runtime.Vocoder`` with ``max_frames`` (the
    window of its exact halo chunking) from 64 to 512 frames, interleaved rounds: what chunking
-   costs or gains end to end, halo (3069 samples each side) included.
+   costs or gains end to end, halo (13 frames = 3328 samples each side for the base model) included.
 
 Without ``--onnx`` a random-weight base model is exported to a temporary bundle.
 """

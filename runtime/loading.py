@@ -16,7 +16,8 @@ from .errors import VocoderError
 LOADER_GROUP = "runtime.checkpoint_loaders"
 
 
-def open_backend(path: str | Path, device: str = "auto", threads: int | None = None) -> Backend:
+def open_backend(path: str | Path, device: str = "auto", threads: int | None = None, spinning: bool = False) -> Backend:
+    """The backend for ``path``; ``threads`` and ``spinning`` concern ONNX Runtime graphs only."""
     path = Path(path)
     if not path.exists():
         raise VocoderError(f"{path}: no such file or directory")
@@ -25,22 +26,22 @@ def open_backend(path: str | Path, device: str = "auto", threads: int | None = N
 
         return TensorRTBackend(path, device=device)
     if path.is_file() and path.suffix == ".onnx":
-        return open_onnx(path, device, threads)
+        return open_onnx(path, device, threads, spinning)
     if path.is_dir() and (path / METADATA_NAME).is_file() and not any(path.glob("weights*.pt")):
         metadata = BundleMetadata.read(path)
         name = metadata.onnx.get("fp32") or next(iter(metadata.onnx.values()), None)
         if name is None:
             raise VocoderError(f"{path}: bundle lists no ONNX graph; pass the .onnx or .plan file itself")
-        return open_onnx(path / name, device, threads)
+        return open_onnx(path / name, device, threads, spinning)
     if path.is_dir() or path.suffix == ".pt":
         return open_checkpoint(path, device)
     raise VocoderError(f"{path}: cannot tell the backend (expected a .plan, .onnx, .pt file or a model directory)")
 
 
-def open_onnx(path: Path, device: str, threads: int | None) -> Backend:
+def open_onnx(path: Path, device: str, threads: int | None, spinning: bool = False) -> Backend:
     from .backends.ort import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(path, BundleMetadata.read(path.parent), device=device, threads=threads)
+    return OnnxRuntimeBackend(path, BundleMetadata.read(path.parent), device=device, threads=threads, spinning=spinning)
 
 
 def open_checkpoint(path: Path, device: str) -> Backend:

@@ -209,3 +209,13 @@ def _reference_unconditional(model, noise):
             return model(x, t)
 
     return reference_sampler(NoMel(), np.zeros((1, 1, 1), np.float32), noise, TRAINING_BETAS, FAST_BETAS)
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_spinning_reaches_the_onnx_runtime_session(onnx_path, onnx_vocoder, spinning):
+    vocoder = Vocoder.load(onnx_path, device="cpu", threads=2, spinning=spinning)
+    options = vocoder.backend.session_object.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
+    assert options.intra_op_num_threads == 2
+    mel = np.random.default_rng(3).uniform(0, 1, (vocoder.n_mels, 12)).astype(np.float32)
+    np.testing.assert_allclose(vocoder(mel, seed=7), onnx_vocoder(mel, seed=7), atol=1e-5)  # a speed knob only
