@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from interleaved import (  # this folder is on sys.path when run as a script
+    print_paired,
+    time_interleaved,
+)
 from onnx import TensorProto, helper, numpy_helper
 
 from diffwave.checkpoint import load_model
@@ -216,17 +218,8 @@ def main(argv: list[str]) -> None:
         audio = calls[name]()
         print(f"{name}: eps rel L2 vs PyTorch {np.linalg.norm(eps - eps_torch) / np.linalg.norm(eps_torch):.1e}; "
               f"6-step audio max |diff| vs model.onnx {np.abs(audio - reference).max():.1e}")
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for r in range(args.rounds):
-        for name in list(calls)[r % 3:] + list(calls)[: r % 3]:
-            started = time.perf_counter()
-            calls[name]()
-            times[name].append(time.perf_counter() - started)
-    print(f"{args.seconds:g} s, {sched.num_steps} steps, threads {args.threads or 'default'}: median s per call, speed-up vs model.onnx (paired)")
-    for name, values in times.items():
-        ratio = statistics.median(a / b for a, b in zip(times["model.onnx"], values))
-        print(f"  {name:10s} {statistics.median(values):7.3f} s  {ratio:5.2f}×  {[round(v, 3) for v in values]}")
-
+    times = time_interleaved(calls, args.rounds)
+    print_paired(times, "model.onnx", f"{args.seconds:g} s, {sched.num_steps} steps, threads {args.threads or 'default'}")
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -12,16 +12,15 @@ Without ``--onnx`` a random-weight base model is exported to a temporary file.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from chunks import export_random_base  # this folder is on sys.path when run as a script
+from interleaved import print_paired, time_interleaved
 
 Variant = Callable[[ort.SessionOptions], None]
 
@@ -97,18 +96,8 @@ def main(argv: list[str]) -> None:
     for name, session in sessions.items():  # warm-up, and every variant computes the same audio
         diff = float(np.abs(call(session) - reference).max())
         assert diff < 1e-4, f"{name}: max |diff| {diff:.1e} vs shipped"
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    names = list(sessions)
-    for r in range(args.rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            started = time.perf_counter()
-            call(sessions[name])
-            times[name].append(time.perf_counter() - started)
-    print(f"{args.seconds:g} s, {sched.num_steps} steps, onnxruntime {ort.__version__}: median s per call, speed-up vs shipped (paired)")
-    for name, values in times.items():
-        ratio = statistics.median(a / b for a, b in zip(times["shipped"], values))
-        print(f"  {name:15s} {statistics.median(values):7.3f} s  {ratio:5.2f}×  {[round(v, 3) for v in values]}")
-
+    times = time_interleaved({name: (lambda s=session: call(s)) for name, session in sessions.items()}, args.rounds)
+    print_paired(times, "shipped", f"{args.seconds:g} s, {sched.num_steps} steps, onnxruntime {ort.__version__}")
 
 if __name__ == "__main__":
     main(sys.argv[1:])
