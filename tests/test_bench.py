@@ -9,6 +9,10 @@ identical noise), and the memory worker sees memory grow with the input.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import statistics
 from pathlib import Path
 
@@ -186,3 +190,15 @@ def test_without_a_model_it_runs_a_random_base_model(tmp_path):
     assert [r.backend for r in report.rows] == ["reference-cpu", "onnxruntime-cpu"]
     assert "model.onnx" in report.rows[1].detail
     assert not Path(report.models["onnx"]).exists()  # the temporary bundle is gone
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU machine: gpu.sh runs for real there")
+def test_gpu_script_refuses_a_machine_without_a_gpu(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.sh"
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    out = tmp_path / "results"
+    result = subprocess.run(["bash", str(script), str(out)], capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "nvidia-smi failed" in result.stderr
+    assert (out / "nvidia-smi.txt").is_file() and not (out / "bench-cuda.json").exists()
