@@ -75,6 +75,7 @@ def test_shipped_weights_beat_an_untrained_network(demo_run):
 
     untrained = Vocoder.from_module(randomize_weights(load_model(files.weights), seed=1), model.config.bundle_metadata())
     baseline = mel_cycle_distance_db(untrained(features, seed=0)[0], features, spec)
-    # An untrained network's output is shaped noise, tens of dB away from the features; the
-    # trained one must close at least a quarter of that gap.
-    assert trained < 0.75 * baseline, (trained, baseline)
+    # An untrained network's output is shaped noise, tens of dB away from the features (≈ 43 dB);
+    # the shipped step-12000 model is ≈ 12–13 dB away, step 2600 was ≈ 16: it must close at least
+    # half of the gap.
+    assert trained < 0.5 * baseline, (trained, baseline)
