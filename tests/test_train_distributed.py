@@ -93,7 +93,7 @@ def test_torchrun(tmp_path, preprocessed_dir, tiny_json):
            "-m", "diffwave", *_cli(model_dir, preprocessed_dir, tiny_json, "--max-steps", "2")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0 and TEARDOWN_ABORT in proc.stderr:
-        # Seen once in ~10 CI runs: a rank aborts in C++ teardown ("terminate called without an
+        # Seen once (a clean-clone CI run, not in 7 local reruns): a rank aborts in C++ teardown ("terminate called without an
         # active exception") after training. Known to the planner as an open defect; one retry
         # keeps CI meaningful, and a second abort, or any other failure, still fails here.
         shutil.rmtree(model_dir, ignore_errors=True)
