@@ -8,7 +8,6 @@ The JSON schema (``schema: "diffwave-bench/1"``) is defined here once: the field
 from __future__ import annotations
 
 import json
-import math
 import os
 import textwrap
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ from typing import Any, Optional
 
 from runtime.bundle import atomic_output
 
+from ..strict_json import dumps_strict
 from .machine import MachineInfo
 
 SCHEMA = "diffwave-bench/1"
@@ -70,7 +70,7 @@ class BenchReport:
     schema: str = SCHEMA
 
     def to_json(self) -> str:
-        return json.dumps(_clean(asdict(self)), indent=2, allow_nan=False) + "\n"
+        return dumps_strict(asdict(self))
 
     def write_json(self, path: str | os.PathLike) -> Path:
         from runtime.bundle import write_text_atomic
@@ -173,11 +173,3 @@ def _memory_cell(row: BenchRow) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj

@@ -8,11 +8,12 @@ Non-finite numbers (PESQ with no speech, SNR of bit-identical outputs) are writt
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
+
+from ..strict_json import dumps_strict
 
 SCHEMA = "diffwave-eval/1"
 ORIGINAL = "original"  #: the recording itself: the ceiling for PESQ and the DNSMOS reference
@@ -91,7 +92,7 @@ class EvalReport:
         return self
 
     def to_json(self) -> str:
-        return json.dumps(_clean(asdict(self)), indent=2, allow_nan=False) + "\n"
+        return dumps_strict(asdict(self))
 
     def write_json(self, path: str | Path) -> Path:
         from runtime.bundle import write_text_atomic
@@ -119,16 +120,6 @@ class EvalReport:
 
 def _finite(value) -> bool:
     return value is not None and math.isfinite(value)
-
-
-def _clean(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 def _num(value, digits: int, inf_if_none: bool = False) -> str:
