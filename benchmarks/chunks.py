@@ -17,34 +17,14 @@ Without ``--onnx`` a random-weight base model is exported to a temporary bundle.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
-
-def export_random_base(folder: Path) -> Path:
-    import torch
-
-    from diffwave.config import DiffWaveConfig
-    from diffwave.model import DiffWave
-    from export.step_graph import export_step_onnx
-
-    model = DiffWave(DiffWaveConfig()).eval()
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(0)
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    path = export_step_onnx(model, folder / "model.onnx")
-    meta = replace(model.config.bundle_metadata(), onnx={"fp32": path.name},
-                   onnx_sha256={path.name: hashlib.sha256(path.read_bytes()).hexdigest()})
-    meta.write(folder)
-    return path
+from probe import export_random_base  # this folder is on sys.path when run as a script
 
 
 def main(argv: list[str]) -> None:

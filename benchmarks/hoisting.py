@@ -37,12 +37,10 @@ from interleaved import (  # this folder is on sys.path when run as a script
     time_interleaved,
 )
 from onnx import TensorProto, helper, numpy_helper
+from probe import ProbeInputs, probe_model
 
-from diffwave.checkpoint import load_model
-from diffwave.config import DiffWaveConfig
 from diffwave.model import DiffWave
 from export.step_graph import export_step_onnx, finalize_graph
-from runtime.schedule import ReverseSchedule
 
 MS = "com.microsoft"
 
@@ -154,22 +152,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     ort.set_default_logger_severity(3)
-    if args.checkpoint:
-        model = load_model(args.checkpoint)
-    else:
-        model = DiffWave(DiffWaveConfig())
-        with torch.no_grad():
-            gen = torch.Generator().manual_seed(0)
-            for p in model.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    model.eval()
+    model = probe_model(args.checkpoint)
     meta = model.config.bundle_metadata()
-    sched = ReverseSchedule.create(meta.noise_schedule, meta.inference_schedules["fast"])
-    frames = round(args.seconds * meta.sample_rate / meta.hop_samples)
-    samples = frames * meta.hop_samples
-    rng = np.random.default_rng(0)
-    mel = rng.uniform(0, 1, (1, meta.n_mels, frames)).astype(np.float32)
-    x0 = rng.standard_normal((1, samples)).astype(np.float32)
+    inputs = ProbeInputs.create(meta, args.seconds)
+    sched, mel, x0 = inputs.schedule, inputs.mel, inputs.x0
 
     def session(proto):
         o = ort.SessionOptions()
@@ -189,22 +175,14 @@ def main(argv: list[str]) -> None:
         graphs[name] = (session(cond), session(denoiser(model, hoisted)), hoisted)
 
     def run_plain() -> np.ndarray:
-        x = x0.copy()
-        for n in range(sched.num_steps - 1, -1, -1):
-            eps = plain.run(None, {"audio": x, "diffusion_step": np.array([sched.steps[n]], np.float32), "spectrogram": mel})[0]
-            x = np.clip(sched.c1[n] * (x - sched.c2[n] * eps), -1, 1).astype(np.float32)  # noise-free: same work
-        return x
+        return inputs.call(lambda x, n: plain.run(None, inputs.step_feeds(x, n))[0])
 
     def run_variant(name: str) -> np.ndarray:
         cond_s, den_s, hoisted = graphs[name]
         cond = cond_s.run(None, {"spectrogram": mel})[0]
         biases = steps_graph.run(None, {"steps": sched.steps.astype(np.float32)})[0]
         feeds = {f"cond_{i}": cond[i] for i in range(cond.shape[0])} if hoisted else {"up": cond}
-        x = x0.copy()
-        for n in range(sched.num_steps - 1, -1, -1):
-            eps = den_s.run(None, {"audio": x, "step_bias": biases[n], **feeds})[0]
-            x = np.clip(sched.c1[n] * (x - sched.c2[n] * eps), -1, 1).astype(np.float32)
-        return x
+        return inputs.call(lambda x, n: den_s.run(None, {"audio": x, "step_bias": biases[n], **feeds})[0])
 
     calls = {"model.onnx": run_plain, "hoisted": lambda: run_variant("hoisted"), "upsampled": lambda: run_variant("upsampled")}
     reference = calls["model.onnx"]()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from chunks import export_random_base  # this folder is on sys.path when run as a script
+from probe import export_random_base  # this folder is on sys.path when run as a script
 
 
 def main(argv: list[str]) -> None:

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from chunks import export_random_base  # this folder is on sys.path when run as a script
 from interleaved import print_paired, time_interleaved
+from probe import (  # this folder is on sys.path when run as a script
+    ProbeInputs,
+    export_random_base,
+)
 
 Variant = Callable[[ort.SessionOptions], None]
 
@@ -68,7 +71,6 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     ort.set_default_logger_severity(3)
     from runtime.bundle import BundleMetadata
-    from runtime.schedule import ReverseSchedule
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.onnx or export_random_base(Path(tmp))
@@ -78,26 +80,17 @@ def main(argv: list[str]) -> None:
             options = ort.SessionOptions()
             variant(options)
             sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    sched = ReverseSchedule.create(meta.noise_schedule, meta.inference_schedules["fast"])
-    frames = round(args.seconds * meta.sample_rate / meta.hop_samples)
-    rng = np.random.default_rng(0)
-    mel = rng.uniform(0, 1, (1, meta.n_mels, frames)).astype(np.float32)
-    x0 = rng.standard_normal((1, frames * meta.hop_samples)).astype(np.float32)
+    inputs = ProbeInputs.create(meta, args.seconds)
 
     def call(session: ort.InferenceSession) -> np.ndarray:
-        x = x0.copy()
-        for n in range(sched.num_steps - 1, -1, -1):
-            feeds = {"audio": x, "diffusion_step": np.array([sched.steps[n]], np.float32), "spectrogram": mel}
-            eps = session.run(None, feeds)[0].reshape(x.shape)
-            x = np.clip(sched.c1[n] * (x - sched.c2[n] * eps), -1, 1).astype(np.float32)
-        return x
+        return inputs.call(lambda x, n: session.run(None, inputs.step_feeds(x, n))[0])
 
     reference = call(sessions["shipped"])
     for name, session in sessions.items():  # warm-up, and every variant computes the same audio
         diff = float(np.abs(call(session) - reference).max())
         assert diff < 1e-4, f"{name}: max |diff| {diff:.1e} vs shipped"
     times = time_interleaved({name: (lambda s=session: call(s)) for name, session in sessions.items()}, args.rounds)
-    print_paired(times, "shipped", f"{args.seconds:g} s, {sched.num_steps} steps, onnxruntime {ort.__version__}")
+    print_paired(times, "shipped", f"{args.seconds:g} s, {inputs.schedule.num_steps} steps, onnxruntime {ort.__version__}")
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -36,12 +36,10 @@ from interleaved import (  # this folder is on sys.path when run as a script
     print_paired,
     time_interleaved,
 )
+from probe import ProbeInputs, probe_model
 
-from diffwave.checkpoint import load_model
-from diffwave.config import DiffWaveConfig
 from diffwave.model import DiffWave
 from export.step_graph import export_step_onnx, finalize_graph
-from runtime.schedule import ReverseSchedule
 
 
 def _conv(weight: torch.Tensor, bias: torch.Tensor | None, dilation: int = 1) -> torch.nn.Conv1d:
@@ -115,21 +113,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     ort.set_default_logger_severity(3)
-    if args.checkpoint:
-        model = load_model(args.checkpoint)
-    else:
-        model = DiffWave(DiffWaveConfig())
-        with torch.no_grad():
-            gen = torch.Generator().manual_seed(0)
-            for p in model.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    model.eval()
-    meta = model.config.bundle_metadata()
-    sched = ReverseSchedule.create(meta.noise_schedule, meta.inference_schedules["fast"])
-    frames = round(args.seconds * meta.sample_rate / meta.hop_samples)
-    rng = np.random.default_rng(0)
-    mel = rng.uniform(0, 1, (1, meta.n_mels, frames)).astype(np.float32)
-    x0 = rng.standard_normal((1, frames * meta.hop_samples)).astype(np.float32)
+    model = probe_model(args.checkpoint)
+    inputs = ProbeInputs.create(model.config.bundle_metadata(), args.seconds)
+    sched, mel, x0 = inputs.schedule, inputs.mel, inputs.x0
 
     options = ort.SessionOptions()
     options.enable_mem_pattern = False
@@ -141,13 +127,9 @@ def main(argv: list[str]) -> None:
         }
 
     def call(session) -> np.ndarray:
-        x = x0.copy()
-        for n in range(sched.num_steps - 1, -1, -1):
-            eps = session.run(None, {"audio": x, "diffusion_step": np.array([sched.steps[n]], np.float32), "spectrogram": mel})[0]
-            x = np.clip(sched.c1[n] * (x - sched.c2[n] * eps), -1, 1).astype(np.float32)  # noise-free: same work
-        return x
+        return inputs.call(lambda x, n: session.run(None, inputs.step_feeds(x, n))[0])
 
-    feeds = {"audio": x0, "diffusion_step": np.array([float(sched.steps[2])], np.float32), "spectrogram": mel}
+    feeds = inputs.step_feeds(x0, 2)
     with torch.no_grad():
         eps_torch = model(torch.from_numpy(x0), torch.tensor([float(sched.steps[2])]), torch.from_numpy(mel)).squeeze(1).numpy()
     reference = call(sessions["model.onnx"])

@@ -73,13 +73,6 @@ def count(model: onnx.ModelProto) -> tuple[dict[str, float], dict[str, float]]:
     return flops, moved
 
 
-def export_random_base(folder: Path) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from chunks import export_random_base as export
-
-    return export(folder)
-
-
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--onnx", type=Path)
@@ -88,6 +81,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--gflops", type=float, help="the machine's measured GEMM rate, GFLOP/s")
     parser.add_argument("--gbps", type=float, help="the machine's measured copy bandwidth, GB/s")
     args = parser.parse_args(argv)
+    from probe import (
+        export_random_base,  # this folder is on sys.path when run as a script
+    )
+
     from runtime.bundle import BundleMetadata
 
     with tempfile.TemporaryDirectory() as tmp:
