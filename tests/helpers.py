@@ -15,6 +15,16 @@ def tiny_config(**overrides) -> DiffWaveConfig:
     return DiffWaveConfig().override({**TINY_PARAMS, **overrides})
 
 
+#: the architectures the export and engine tests run through, by name (built lazily: the base
+#: model costs seconds per evaluation on the CI machine)
+CONFIGS = {
+    "tiny": lambda: tiny_config(),
+    "tiny_uncond": lambda: tiny_config(unconditional=True),
+    "base": lambda: DiffWaveConfig(),
+    "base_uncond": lambda: DiffWaveConfig().override({"unconditional": True}),
+}
+
+
 def randomize_weights(model: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> torch.nn.Module:
     """Overwrite every parameter with random values.
 

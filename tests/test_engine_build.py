@@ -14,14 +14,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from diffwave.config import DiffWaveConfig
 from export.bundle_export import (ExportSettings, PlanSettings, build_bundle_plan, export_bundle,
                                   polygraphy_command_for, sha256_file)
 from export.engine import EngineBuildError, build_plan
 from export.fp16 import write_fp16_variant
 from export.profile import make_profile, polygraphy_convert_command, profile_shapes
 from export.step_graph import export_step_onnx, op_types
-from helpers import random_model, tiny_config
+from helpers import CONFIGS, random_model, tiny_config
 from runtime.bundle import BundleError, BundleMetadata, Profile
 from runtime.trt_target import RTX, TENSORRT
 
@@ -32,14 +31,6 @@ needs_tensorrt = pytest.mark.skipif(not TENSORRT.available(), reason="tensorrt n
 #: a dynamic profile like the CLI's defaults (16/256/1024 frames, batch 1..4)
 DEFAULT = Profile()
 SMALL = Profile(min_frames=8, opt_frames=16, max_frames=64, max_batch=2)
-
-CONFIGS = {
-    "tiny": lambda: tiny_config(),
-    "tiny_uncond": lambda: tiny_config(unconditional=True),
-    "base": lambda: DiffWaveConfig(),
-    "base_uncond": lambda: DiffWaveConfig().override({"unconditional": True}),
-}
-
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):

@@ -17,13 +17,12 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from diffwave.config import DiffWaveConfig
 from diffwave.model import DiffWave
 from export.fp16 import write_fp16_variant
 from export.parity import (FP16_LIMIT, FP32_LIMIT, SNR_LIMIT_DB, ParityGateFailed, between_float16_values, gate_cases,
                            relative_errors, reverse_process, run_parity_gate, snr_db)
 from export.step_graph import export_step_onnx, save_onnx_atomic
-from helpers import random_model, randomize_weights, tiny_config
+from helpers import CONFIGS, random_model, randomize_weights
 from runtime.bundle import Profile
 from runtime.schedule import FAST_BETAS, TRAINING_BETAS, ReverseSchedule
 
@@ -31,14 +30,6 @@ SMALL = Profile(min_frames=8, opt_frames=16, max_frames=32, max_batch=2)
 #: the base model costs ~1 s per PyTorch evaluation on the 2-core CI machine: shortest useful lengths
 BASE_PROFILE = Profile(min_frames=2, opt_frames=4, max_frames=8, max_batch=2)
 SCALE = 0.1
-
-CONFIGS = {
-    "tiny": lambda: tiny_config(),
-    "tiny_uncond": lambda: tiny_config(unconditional=True),
-    "base": lambda: DiffWaveConfig(),
-    "base_uncond": lambda: DiffWaveConfig().override({"unconditional": True}),
-}
-
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
