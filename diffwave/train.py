@@ -161,6 +161,10 @@ class Learner:
         if self.ema is not None and ckpt.ema is not None:
             check_state_dict(self.model, ckpt.ema, source + " (ema)")
             self.ema = {k: v.to(self.device).float() for k, v in ckpt.ema.items()}
+        elif self.ema is not None:
+            # ema_decay switched on for a run trained without it: average from the resumed weights,
+            # not from the random initialisation (which would take thousands of steps to decay away).
+            self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
         self.step = ckpt.step
 
     def checkpoint(self) -> Checkpoint:

@@ -119,6 +119,18 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, preprocessed_dir):
     assert again.step == 6 and again.losses == []
 
 
+def test_ema_switched_on_when_resuming_averages_from_the_resumed_weights(tmp_path, preprocessed_dir):
+    # A run trained without an average gets ema_decay on resume (what a long CPU run wants late on):
+    # the average must start at the checkpoint's weights, not at the random initialisation.
+    train(options(tmp_path, preprocessed_dir, max_steps=3), tiny_config())
+    assert load_checkpoint(tmp_path / "weights-3.pt").ema is None
+    train(options(tmp_path, preprocessed_dir, max_steps=4), tiny_config(ema_decay=0.5))
+    before, after = load_checkpoint(tmp_path / "weights-3.pt"), load_checkpoint(tmp_path / "weights-4.pt")
+    for key, value in after.ema.items():
+        expected = 0.5 * before.model[key].float() + 0.5 * after.model[key].float()
+        torch.testing.assert_close(value, expected, rtol=0, atol=1e-7, msg=key)
+
+
 def test_kill_9_leaves_a_loadable_checkpoint_and_resume_is_exact(tmp_path, preprocessed_dir):
     """A real ``kill -9`` of ``diffwave train`` while it checkpoints every step."""
     config_file = tmp_path / "tiny.json"
