@@ -77,8 +77,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     )
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", use_ema: bool = False):
-    """Rebuild the network from a checkpoint's ``params`` and load its weights, strictly."""
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", use_ema: Optional[bool] = None):
+    """Rebuild the network from a checkpoint's ``params`` and load its weights, strictly.
+
+    ``use_ema``: None (the default) loads the averaged weights when the run kept them (training
+    with ``ema_decay``), because those are the ones meant for inference: the raw weights of a
+    diffusion model wander from step to step and the average samples cleaner audio. True insists on
+    them (an error when there are none), False loads the raw weights. ``model.uses_ema`` says which.
+    """
     from .model import DiffWave
 
     ckpt = load_checkpoint(path, map_location=map_location)
@@ -86,10 +92,15 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         model = DiffWave(ckpt.config)
     except ValueError as exc:
         raise CheckpointError(f"{resolve_checkpoint_path(path)}: {exc}") from None
-    state = ckpt.ema if use_ema and ckpt.ema is not None else ckpt.model
-    check_state_dict(model, state, source=str(resolve_checkpoint_path(path)))
+    if use_ema and ckpt.ema is None:
+        raise CheckpointError(f"{resolve_checkpoint_path(path)}: has no averaged (EMA) weights; it was trained without ema_decay")
+    ema = ckpt.ema is not None and use_ema is not False
+    source = str(resolve_checkpoint_path(path)) + (" (ema)" if ema else "")
+    state = ckpt.ema if ema else ckpt.model
+    check_state_dict(model, state, source=source)
     model.load_state_dict(state)
     model.checkpoint_step = ckpt.step
+    model.uses_ema = ema
     return model.to(map_location).eval()
 
 

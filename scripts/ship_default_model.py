@@ -28,14 +28,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def ship_weights(run: Path) -> Checkpoint:
     ckpt = load_checkpoint(run)
-    slim = Checkpoint(step=ckpt.step, model=ckpt.model, params=ckpt.params)
+    # The averaged weights, when the run kept them, are the ones meant for inference (load_model's
+    # default); shipped as the plain model so the package file holds one set.
+    weights = ckpt.ema if ckpt.ema is not None else ckpt.model
+    slim = Checkpoint(step=ckpt.step, model=weights, params=ckpt.params)
     ASSETS.mkdir(parents=True, exist_ok=True)
     import io
 
     buf = io.BytesIO()
     torch.save(slim.to_dict(), buf)
     write_bytes_atomic(WEIGHTS, buf.getvalue())
-    print(f"{resolve_checkpoint_path(run)} (step {ckpt.step}) -> {WEIGHTS} ({WEIGHTS.stat().st_size / 1e6:.1f} MB)")
+    print(f"{resolve_checkpoint_path(run)} (step {ckpt.step}, {'averaged (EMA)' if ckpt.ema is not None else 'raw'} weights) -> {WEIGHTS} ({WEIGHTS.stat().st_size / 1e6:.1f} MB)")
     return ckpt
 
 

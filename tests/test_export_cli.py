@@ -299,3 +299,24 @@ def test_lmnt_checkpoint_exports_unchanged(tmp_path):
                                 "spectrogram": spec.numpy()})[0]
     assert np.linalg.norm(actual - expected) / np.linalg.norm(expected) <= 1e-5
     assert BundleMetadata.read(out).params["audio_len"] == 22050 * 5
+
+
+def test_exports_the_averaged_weights_unless_told_otherwise(tmp_path):
+    # A run trained with ema_decay keeps two sets of weights: the bundle must hold the average by
+    # default (what inference wants) and the raw ones with --no-ema; both are random and distinct.
+    from runtime import Vocoder
+    from runtime_helpers import random_mel
+
+    raw, averaged = random_model(tiny_config(), seed=1), random_model(tiny_config(), seed=0)
+    save_checkpoint(tmp_path / "run", Checkpoint(step=5, model=raw.state_dict(), params=raw.config.to_params(),
+                                                 ema=averaged.state_dict()))
+    mel = random_mel(80, 16, seed=3)
+    for flags, expected, label in (([], averaged, "averaged (EMA)"), (["--no-ema"], raw, "raw")):
+        out = tmp_path / f"bundle{len(flags)}"
+        result = invoke(tmp_path / "run", "-o", out, "--onnx-only", "--fp32", *flags, *PROFILE_ARGS)
+        assert result.exit_code == 0, result.stderr
+        assert f"step 5, {label} weights" in result.stderr
+        with Vocoder.load(out) as exported:
+            got = exported(mel, seed=0)
+        want = Vocoder.from_module(expected.eval(), expected.config.bundle_metadata())(mel, seed=0)
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)

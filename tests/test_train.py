@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from diffwave.audio import read_wav
-from diffwave.checkpoint import load_checkpoint, load_model
+from diffwave.checkpoint import CheckpointError, load_checkpoint, load_model
 from diffwave.cli import app
 from diffwave.model import DiffWave
 from diffwave.preprocess import preprocess
@@ -112,8 +112,14 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, preprocessed_dir):
     assert os.readlink(tmp_path / "b" / "weights.pt") == "weights-6.pt"
     # The averaged weights really are an average, saved beside the raw ones, and load on request.
     assert not torch.equal(a.ema["output_projection.weight"], a.model["output_projection.weight"])
-    ema_model = load_model(tmp_path / "a", use_ema=True)
+    # By default inference gets the average; the raw weights on request; insisting on an average
+    # a run never kept is an error naming the file.
+    ema_model = load_model(tmp_path / "a")
+    assert ema_model.uses_ema
     assert torch.equal(ema_model.output_projection.weight, a.ema["output_projection.weight"])
+    raw_model = load_model(tmp_path / "a", use_ema=False)
+    assert not raw_model.uses_ema
+    assert torch.equal(raw_model.output_projection.weight, a.model["output_projection.weight"])
     # Nothing to do when the target is reached.
     again = train(options(tmp_path / "a", preprocessed_dir, max_steps=6), config)
     assert again.step == 6 and again.losses == []
@@ -124,6 +130,9 @@ def test_ema_switched_on_when_resuming_averages_from_the_resumed_weights(tmp_pat
     # the average must start at the checkpoint's weights, not at the random initialisation.
     train(options(tmp_path, preprocessed_dir, max_steps=3), tiny_config())
     assert load_checkpoint(tmp_path / "weights-3.pt").ema is None
+    assert not load_model(tmp_path / "weights-3.pt").uses_ema
+    with pytest.raises(CheckpointError, match=r"weights-3\.pt: has no averaged \(EMA\) weights"):
+        load_model(tmp_path / "weights-3.pt", use_ema=True)
     train(options(tmp_path, preprocessed_dir, max_steps=4), tiny_config(ema_decay=0.5))
     before, after = load_checkpoint(tmp_path / "weights-3.pt"), load_checkpoint(tmp_path / "weights-4.pt")
     for key, value in after.ema.items():

@@ -43,6 +43,9 @@ def export_command(
                                            "needs --fp16."),
     workspace_mib: Optional[int] = typer.Option(
         None, "--workspace-mib", min=0, help="Cap the builder's scratch memory, in MiB (default: TensorRT decides)."),
+    ema: Optional[bool] = typer.Option(
+        None, "--ema/--no-ema", help="Export the averaged weights (--ema) or the raw ones (--no-ema); default: "
+                                     "the average when the run kept one (trained with ema_decay)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the parity gate's random inputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
@@ -100,9 +103,10 @@ def export_command(
         if output is None:
             raise fail("-o/--output is required when exporting a checkpoint")
         try:
-            model = load_model(source)
+            model = load_model(source, use_ema=ema)
         except CheckpointError as exc:
             raise fail(str(exc)) from None
+        log(f"{source}: step {model.checkpoint_step}, {'averaged (EMA)' if model.uses_ema else 'raw'} weights")
         settings = ExportSettings(precision=precision, profile=profile, seed=seed, force=force, progress=progress)
         try:
             result = export_bundle(model, output, settings, log=log)
