@@ -82,7 +82,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
     ``use_ema``: None (the default) loads the averaged weights when the run kept them (training
     with ``ema_decay``), because those are the ones meant for inference: the raw weights of a
-    diffusion model wander from step to step and the average samples cleaner audio. True insists on
+    diffusion model wander from step to step and the average smooths that out. True insists on
     them (an error when there are none), False loads the raw weights. ``model.uses_ema`` says which.
     """
     from .model import DiffWave
