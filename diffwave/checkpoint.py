@@ -92,16 +92,21 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         model = DiffWave(ckpt.config)
     except ValueError as exc:
         raise CheckpointError(f"{resolve_checkpoint_path(path)}: {exc}") from None
+    where = resolve_checkpoint_path(path)
     if use_ema and ckpt.ema is None:
-        raise CheckpointError(f"{resolve_checkpoint_path(path)}: has no averaged (EMA) weights; it was trained without ema_decay")
+        raise CheckpointError(f"{where}: has no averaged (EMA) weights; it was trained without ema_decay")
     ema = ckpt.ema is not None and use_ema is not False
-    source = str(resolve_checkpoint_path(path)) + (" (ema)" if ema else "")
     state = ckpt.ema if ema else ckpt.model
-    check_state_dict(model, state, source=source)
+    check_state_dict(model, state, source=f"{where} (ema)" if ema else str(where))
     model.load_state_dict(state)
     model.checkpoint_step = ckpt.step
     model.uses_ema = ema
     return model.to(map_location).eval()
+
+
+def describe_weights(model) -> str:
+    """'step N, averaged (EMA) weights' or 'step N, raw weights', for a model from :func:`load_model`."""
+    return f"step {model.checkpoint_step}, {'averaged (EMA)' if model.uses_ema else 'raw'} weights"
 
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

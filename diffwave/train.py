@@ -139,10 +139,12 @@ class Learner:
         self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(options.precision)
         alpha_cum = cumulative_alphas(config.diffusion.noise_schedule)
         self.alpha_cum = torch.tensor(alpha_cum, dtype=torch.float32, device=device)
-        self.ema: Optional[dict[str, torch.Tensor]] = None
-        if config.train.ema_decay is not None:
-            self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+        self.ema: Optional[dict[str, torch.Tensor]] = self._weights_copy() if config.train.ema_decay is not None else None
         self.step = 0
+
+    def _weights_copy(self) -> dict[str, torch.Tensor]:
+        """Where a weight average starts: a float32 copy of the network's current weights."""
+        return {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
 
     # -- state ----------------------------------------------------------------------------
     def restore(self, ckpt: Checkpoint, source: str) -> None:
@@ -164,7 +166,7 @@ class Learner:
         elif self.ema is not None:
             # ema_decay switched on for a run trained without it: average from the resumed weights,
             # not from the random initialisation (which would take thousands of steps to decay away).
-            self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+            self.ema = self._weights_copy()
         self.step = ckpt.step
 
     def checkpoint(self) -> Checkpoint:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from diffwave.audio import read_wav
-from diffwave.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path
+from diffwave.checkpoint import Checkpoint, describe_weights, load_checkpoint, load_model, resolve_checkpoint_path
 from diffwave.default_model import ASSETS, SAMPLE_SPEC, SAMPLE_WAV, WEIGHTS
 from diffwave.features import log_mel_spectrogram
 from runtime.bundle import write_bytes_atomic
@@ -28,17 +28,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def ship_weights(run: Path) -> Checkpoint:
     ckpt = load_checkpoint(run)
-    # The averaged weights, when the run kept them, are the ones meant for inference (load_model's
-    # default); shipped as the plain model so the package file holds one set.
-    weights = ckpt.ema if ckpt.ema is not None else ckpt.model
-    slim = Checkpoint(step=ckpt.step, model=weights, params=ckpt.params)
+    # load_model picks the weights meant for inference (the average when the run kept one);
+    # they are shipped as the plain model so the package file holds one set.
+    model = load_model(run)
+    slim = Checkpoint(step=ckpt.step, model=model.state_dict(), params=ckpt.params)
     ASSETS.mkdir(parents=True, exist_ok=True)
     import io
 
     buf = io.BytesIO()
     torch.save(slim.to_dict(), buf)
     write_bytes_atomic(WEIGHTS, buf.getvalue())
-    print(f"{resolve_checkpoint_path(run)} (step {ckpt.step}, {'averaged (EMA)' if ckpt.ema is not None else 'raw'} weights) -> {WEIGHTS} ({WEIGHTS.stat().st_size / 1e6:.1f} MB)")
+    print(f"{resolve_checkpoint_path(run)} ({describe_weights(model)}) -> {WEIGHTS} ({WEIGHTS.stat().st_size / 1e6:.1f} MB)")
     return ckpt
 
 

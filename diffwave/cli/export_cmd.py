@@ -63,7 +63,7 @@ def export_command(
     failure, 3 the TensorRT module is not installed (the ONNX bundle is kept and the
     equivalent polygraphy command is printed), 4 the parity gate failed (nothing written).
     """
-    from diffwave.checkpoint import CheckpointError, load_model
+    from diffwave.checkpoint import CheckpointError, describe_weights, load_model
     from export.bundle_export import (ExportError, ExportSettings, PlanSettings, build_bundle_plan, export_bundle,
                                       polygraphy_command_for)
     from export.engine import EngineBuildError
@@ -106,7 +106,7 @@ def export_command(
             model = load_model(source, use_ema=ema)
         except CheckpointError as exc:
             raise fail(str(exc)) from None
-        log(f"{source}: step {model.checkpoint_step}, {'averaged (EMA)' if model.uses_ema else 'raw'} weights")
+        log(f"{source}: {describe_weights(model)}")
         settings = ExportSettings(precision=precision, profile=profile, seed=seed, force=force, progress=progress)
         try:
             result = export_bundle(model, output, settings, log=log)
