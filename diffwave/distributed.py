@@ -94,6 +94,15 @@ def mean_over_ranks(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return total / ctx.world_size
 
 
+def main_rank_says(flag: bool, ctx: DistContext, device: torch.device) -> bool:
+    """Rank 0's ``flag``, on every rank (for decisions such as a time limit that must not differ between ranks)."""
+    if not ctx.distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
 def replicas_agree(model: torch.nn.Module, ctx: DistContext) -> bool:
     """True when every rank holds the same parameters (compared through a float64 fingerprint)."""
     if not ctx.distributed:

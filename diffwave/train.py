@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -53,6 +54,9 @@ class TrainOptions:
     model_dir: Path
     data_dirs: tuple[Path, ...]
     max_steps: Optional[int] = None  #: total steps to reach (a resumed run counts from its checkpoint); None = forever
+    #: Wall-clock budget of this sitting: stop (and checkpoint) after the first step that ends past it.
+    #: Lets training run in slices on machines lent for a few minutes at a time; rerunning resumes.
+    max_minutes: Optional[float] = None
     checkpoint_every: int = 1000
     log_every: int = 50  #: TensorBoard scalars every N steps
     precision: str = "fp32"  #: fp32, fp16 (autocast + GradScaler, CUDA only) or bf16 (autocast)
@@ -70,6 +74,8 @@ class TrainOptions:
             raise TrainingError("--fp16 needs CUDA (float16 autocast with a GradScaler); on the CPU use --bf16 or full precision")
         if self.max_steps is not None and self.max_steps < 0:
             raise TrainingError(f"max steps must be >= 0, got {self.max_steps}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise TrainingError(f"max minutes must be > 0, got {self.max_minutes}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise TrainingError("checkpoint and log intervals must be >= 1 step")
 
@@ -80,6 +86,7 @@ class TrainResult:
     start_step: int
     losses: list[float] = field(default_factory=list)  #: mean loss over ranks, one per step of this run
     model: Optional[DiffWave] = None  #: the trained network (this rank's replica)
+    out_of_time: bool = False  #: stopped by ``max_minutes`` before ``max_steps``
 
 
 # -- configuration --------------------------------------------------------------------
@@ -311,9 +318,14 @@ def train(
         initial=learner.step, total=options.max_steps, desc="train", unit="step", disable=not (options.progress and ctx.is_main)
     )
     saved_at = learner.step
+    deadline = None if options.max_minutes is None else time.monotonic() + 60.0 * options.max_minutes
     try:
         for batch in loader:
             if options.max_steps is not None and learner.step >= options.max_steps:
+                break
+            # Every rank must stop after the same step, so the main rank's clock decides for all.
+            if deadline is not None and ddp.main_rank_says(time.monotonic() >= deadline, learner.ctx, device):
+                result.out_of_time = True
                 break
             loss, grad_norm = learner.train_step(batch)
             result.losses.append(loss)

@@ -176,6 +176,26 @@ def _linked_step(model_dir: Path) -> int:
         return -1
 
 
+def test_time_budget_stops_with_a_checkpoint_and_the_next_slice_resumes(tmp_path, preprocessed_dir):
+    # --max-minutes without --max-steps: the sitting ends on its clock, keeps its work, and the
+    # next sitting starts where it stopped (how training runs on a machine lent for minutes).
+    config_file = tmp_path / "tiny.json"
+    config_file.write_text(json.dumps(TINY_PARAMS))
+    model_dir = tmp_path / "run"
+    args = ["train", str(model_dir), str(preprocessed_dir), "--config", str(config_file), "--device", "cpu",
+            "--workers", "0", "--no-progress", "--max-minutes", "0.001"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    step = load_checkpoint(model_dir).step
+    assert step >= 1 and (model_dir / f"weights-{step}.pt").is_file()
+    assert "budget is spent" in first.output
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert f"trained steps {step}.." in second.output and load_checkpoint(model_dir).step > step
+    with pytest.raises(TrainingError, match="max minutes"):
+        options(model_dir, preprocessed_dir, max_minutes=0)
+
+
 def test_config_file_is_resolved_and_saved(tmp_path, preprocessed_dir):
     config_file = tmp_path / "c.json"
     config_file.write_text(json.dumps({**TINY_PARAMS, "residual_layers": 3, "learning_rate": 5e-4, "max_grad_norm": 1.0}))

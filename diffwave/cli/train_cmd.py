@@ -15,6 +15,10 @@ def train_command(
     model_dir: Path = typer.Argument(..., help="Where checkpoints (weights-<step>.pt, weights.pt) and TensorBoard logs go."),
     data_dirs: List[Path] = typer.Argument(..., help="Folders of preprocessed wavs (x.wav + x.wav.spec.npy), searched recursively."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop when this many steps are done in total (default: never)."),
+    max_minutes: Optional[float] = typer.Option(
+        None, "--max-minutes", help="Stop after this many minutes of training in this sitting, with a checkpoint; rerun to go on "
+        "(training in slices on a machine lent for minutes at a time). Start-up and the final checkpoint are not counted."
+    ),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch, split evenly over processes (default: the config's; lmnt's is 16)."),
     fp16: bool = typer.Option(False, "--fp16", help="float16 autocast with a GradScaler (CUDA only)."),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (CUDA or CPU; on CPUs with AVX512-BF16 or AMX a training step is 1.6–2.5× faster, benchmarks/README.md)."),
@@ -54,6 +58,7 @@ def train_command(
             model_dir=model_dir,
             data_dirs=tuple(data_dirs),
             max_steps=max_steps,
+            max_minutes=max_minutes,
             checkpoint_every=checkpoint_every,
             log_every=log_every,
             precision="fp16" if fp16 else "bf16" if bf16 else "fp32",
@@ -72,4 +77,5 @@ def train_command(
         if result.step == result.start_step:
             typer.echo(f"{model_dir}: already at step {result.step}, nothing to do (raise --max-steps to go on)")
         else:
-            typer.echo(f"{model_dir}: trained steps {result.start_step}..{result.step}, latest checkpoint weights-{result.step}.pt")
+            why = f" (the {max_minutes:g}-minute budget is spent; rerun to go on)" if result.out_of_time else ""
+            typer.echo(f"{model_dir}: trained steps {result.start_step}..{result.step}, latest checkpoint weights-{result.step}.pt{why}")
