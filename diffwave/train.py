@@ -37,6 +37,7 @@ from .config import DiffWaveConfig, network_param_keys
 from .data import Batch, CropBatchSampler, CropDataset, DataError, Record, collate, scan
 from .distributed import DistContext
 from .model import DiffWave
+from .validation import ValidationSet
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 _DIVERGED = "training diverged (lower the learning rate, set max_grad_norm, or check the data); the last checkpoint is intact"
@@ -63,6 +64,8 @@ class TrainOptions:
     device: str = "cpu"  #: "cpu" or "cuda"
     data_workers: int = 2  #: DataLoader worker processes per rank
     keep_checkpoints: int = 5  #: newest weights-<step>.pt files kept; 0 keeps all
+    #: Held-out folders: their loss per noise level is measured at every checkpoint (and before step 1).
+    valid_dirs: tuple[Path, ...] = ()
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -147,11 +150,21 @@ class Learner:
         alpha_cum = cumulative_alphas(config.diffusion.noise_schedule)
         self.alpha_cum = torch.tensor(alpha_cum, dtype=torch.float32, device=device)
         self.ema: Optional[dict[str, torch.Tensor]] = self._weights_copy() if config.train.ema_decay is not None else None
+        self._averaged: Optional[DiffWave] = None  #: scratch network holding the average, for validation
         self.step = 0
 
     def _weights_copy(self) -> dict[str, torch.Tensor]:
         """Where a weight average starts: a float32 copy of the network's current weights."""
         return {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+
+    def inference_model(self) -> DiffWave:
+        """The weights inference would get from the next checkpoint: the average when kept (see load_model)."""
+        if self.ema is None:
+            return self.model
+        if self._averaged is None:
+            self._averaged = DiffWave(self.config).to(self.device)
+        self._averaged.load_state_dict(self.ema)
+        return self._averaged
 
     # -- state ----------------------------------------------------------------------------
     def restore(self, ckpt: Checkpoint, source: str) -> None:
@@ -261,6 +274,12 @@ class _Summary:
         if learner.scaler.is_enabled():
             self.writer.add_scalar("train/loss_scale", learner.scaler.get_scale(), step)
 
+    def validation(self, result) -> None:
+        self.writer.add_scalar("valid/loss", result.mean, result.step)
+        for t, value in zip(result.levels, result.losses):
+            self.writer.add_scalar(f"valid/loss_t{t:02d}", value, result.step)
+        self.writer.flush()
+
     def sample(self, step: int, batch: Batch) -> None:
         """The first training crop: its audio and its spectrogram (low frequencies at the bottom)."""
         audio = batch.audio[0].detach().float().cpu()
@@ -314,6 +333,9 @@ def train(
         pin_memory=device.type == "cuda",
     )
     summary = _Summary(model_dir, config, learner.step) if ctx.is_main else None
+    validation = _validation_set(options, config) if ctx.is_main and options.valid_dirs else None
+    if validation is not None and learner.step == 0:
+        _validate(learner, validation, summary, options)
     bar = tqdm(
         initial=learner.step, total=options.max_steps, desc="train", unit="step", disable=not (options.progress and ctx.is_main)
     )
@@ -335,10 +357,10 @@ def train(
                 if summary:
                     summary.scalars(learner.step, loss, grad_norm, learner)
             if learner.step % options.checkpoint_every == 0:
-                _save(learner, options, summary, batch)
+                _save(learner, options, summary, batch, validation)
                 saved_at = learner.step
         if learner.step > saved_at:
-            _save(learner, options, summary, batch)
+            _save(learner, options, summary, batch, validation)
     except KeyboardInterrupt:
         if not ctx.distributed and learner.step > saved_at:
             _save(learner, options, summary, None)  # Ctrl-C keeps the work done so far
@@ -352,7 +374,13 @@ def train(
     return result
 
 
-def _save(learner: Learner, options: TrainOptions, summary: Optional[_Summary], batch: Optional[Batch]) -> None:
+def _save(
+    learner: Learner,
+    options: TrainOptions,
+    summary: Optional[_Summary],
+    batch: Optional[Batch],
+    validation: Optional[ValidationSet] = None,
+) -> None:
     """Write a checkpoint (main rank), after checking that every replica holds the same weights."""
     if not ddp.replicas_agree(learner.model, learner.ctx):
         raise TrainingError(f"data-parallel replicas hold different weights at step {learner.step}")
@@ -362,6 +390,20 @@ def _save(learner: Learner, options: TrainOptions, summary: Optional[_Summary], 
     _prune(Path(options.model_dir), options.keep_checkpoints)
     if summary and batch is not None:
         summary.sample(learner.step, batch)
+    if validation is not None:
+        _validate(learner, validation, summary, options)
+
+
+def _validation_set(options: TrainOptions, config: DiffWaveConfig) -> ValidationSet:
+    return ValidationSet.build(scan(options.valid_dirs, config).records, config, seed=config.train.seed)
+
+
+def _validate(learner: Learner, validation: ValidationSet, summary: Optional[_Summary], options: TrainOptions) -> None:
+    result = validation.evaluate(learner.inference_model(), step=learner.step)
+    if summary:
+        summary.validation(result)
+    if options.progress:
+        tqdm.write(result.summary(), file=sys.stderr)
 
 
 def _prune(model_dir: Path, keep: int) -> None:

@@ -22,7 +22,9 @@ from diffwave.checkpoint import CheckpointError, load_checkpoint, load_model
 from diffwave.cli import app
 from diffwave.model import DiffWave
 from diffwave.preprocess import preprocess
+from diffwave.data import DataError, scan
 from diffwave.train import TrainingError, TrainOptions, resolve_config, train
+from diffwave.validation import ValidationSet, validation_levels
 from helpers import TINY_PARAMS, tiny_config
 from runtime.bundle import FeatureSpec
 
@@ -91,6 +93,29 @@ def test_tiny_model_overfits_one_batch(tmp_path, one_batch_dir):
     assert "train/spectrogram" in tags["images"] and "train/audio" in tags["audio"]
     ckpt = load_checkpoint(model_dir)
     assert ckpt.step == target and ckpt.params == config.to_params()
+
+
+def test_held_out_loss_is_logged_at_every_checkpoint_and_falls(tmp_path, one_batch_dir):
+    # The held-out loss is measured on the weights inference gets (here the average) at step 0
+    # and at every checkpoint; on the one utterance the run learns, it must fall.
+    config = tiny_config(learning_rate=2e-3, ema_decay=0.8)
+    model_dir = tmp_path / "run"
+    train(options(model_dir, one_batch_dir, max_steps=60, checkpoint_every=30, valid_dirs=(one_batch_dir,)), config)
+    events = read_events(model_dir)
+    mean = {e.step: e.value for e in events.Scalars("valid/loss")}
+    assert sorted(mean) == [0, 30, 60]
+    levels = validation_levels(len(config.diffusion.noise_schedule))
+    assert levels[0] == 0 and levels[-1] == len(config.diffusion.noise_schedule) - 1 and list(levels) == sorted(set(levels))
+    per_level = [events.Scalars(f"valid/loss_t{t:02d}")[-1].value for t in levels]
+    assert mean[60] == pytest.approx(np.mean(per_level), rel=1e-5)
+    # The zero output layer predicts ε̂ = 0 at first: E|ε| = √(2/π) ≈ 0.80 at every level.
+    assert mean[0] == pytest.approx(0.798, abs=0.02)
+    assert mean[60] < 0.8 * mean[0], mean
+    # Recomputed independently from the saved checkpoint (load_model picks the average).
+    validation = ValidationSet.build(scan([one_batch_dir], config).records, config, seed=config.train.seed)
+    assert validation.evaluate(load_model(model_dir)).mean == pytest.approx(mean[60], rel=1e-4)
+    with pytest.raises(DataError, match="no .wav files"):
+        train(options(tmp_path / "other", one_batch_dir, max_steps=1, valid_dirs=(tmp_path / "run",)), config)
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path, preprocessed_dir):

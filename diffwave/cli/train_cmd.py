@@ -32,6 +32,10 @@ def train_command(
     processes: Optional[int] = typer.Option(
         None, "--processes", help="Data-parallel processes to spawn (default: every visible GPU; 1 on the CPU). Under torchrun, its WORLD_SIZE decides."
     ),
+    valid: List[Path] = typer.Option(
+        [], "--valid", help="Held-out folder of preprocessed wavs (repeatable): at every checkpoint its loss per noise level "
+        "goes to TensorBoard (valid/) and the log, measured on fixed crops and noise so it moves only when the weights do."
+    ),
     workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes per training process."),
     keep_checkpoints: int = typer.Option(5, "--keep-checkpoints", min=0, help="Numbered checkpoints to keep (0 = all)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -65,6 +69,7 @@ def train_command(
             device=device,
             data_workers=workers,
             keep_checkpoints=keep_checkpoints,
+            valid_dirs=tuple(valid),
             progress=progress,
         )
         resolved = resolve_config(model_dir, config, overrides)
