@@ -42,24 +42,37 @@ def ship_weights(run: Path) -> Checkpoint:
     return ckpt
 
 
+def read_scalars(run: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one TensorBoard scalar over every events file of the run, by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points: dict[int, float] = {}
+    for events in sorted(glob.glob(str(run / "events.out.tfevents.*"))):
+        acc = EventAccumulator(events, size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            points.update((e.step, e.value) for e in acc.Scalars(tag))  # a later sitting overwrites a purged one
+    steps = np.array(sorted(points))
+    return steps, np.array([points[s] for s in steps])
+
+
 def plot_loss(run: Path, out: Path) -> None:
+    """Training loss (one batch per point) and, when the run had --valid, the held-out loss."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    steps, values = [], []
-    for events in sorted(glob.glob(str(run / "events.out.tfevents.*"))):
-        acc = EventAccumulator(events)
-        acc.Reload()
-        if "train/loss" in acc.Tags()["scalars"]:
-            for e in acc.Scalars("train/loss"):
-                steps.append(e.step)
-                values.append(e.value)
-    order = np.argsort(steps)
+    steps, values = read_scalars(run, "train/loss")
+    valid_steps, valid_values = read_scalars(run, "valid/loss")
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(np.asarray(steps)[order], np.asarray(values)[order], lw=1)
+    ax.plot(steps, values, lw=0.5, alpha=0.4, label="training batch")
+    if len(values) >= 40:  # one batch of 8 crops is noisy: a running mean over 20 logged points
+        kernel = np.ones(20) / 20
+        ax.plot(steps[19:], np.convolve(values, kernel, mode="valid"), lw=1.2, label="training, running mean of 20")
+    if len(valid_steps):
+        ax.plot(valid_steps, valid_values, "o-", ms=3, lw=1.2, label="held-out (fixed crops and noise, 8 levels)")
+    ax.legend(fontsize=8)
     ax.set_xlabel("step")
     ax.set_ylabel("L1 loss on ε")
     ax.set_yscale("log")
@@ -67,7 +80,7 @@ def plot_loss(run: Path, out: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    print(f"loss curve ({len(steps)} points) -> {out}")
+    print(f"loss curve ({len(steps)} training, {len(valid_steps)} held-out points) -> {out}")
 
 
 def ship_sample(wav: Path, sample_rate: int, features) -> None:
