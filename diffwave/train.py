@@ -341,8 +341,9 @@ def train(
     )
     saved_at = learner.step
     deadline = None if options.max_minutes is None else time.monotonic() + 60.0 * options.max_minutes
+    batches = iter(loader)
     try:
-        for batch in loader:
+        for batch in batches:
             if options.max_steps is not None and learner.step >= options.max_steps:
                 break
             # Every rank must stop after the same step, so the main rank's clock decides for all.
@@ -366,6 +367,9 @@ def train(
             _save(learner, options, summary, None)  # Ctrl-C keeps the work done so far
         raise
     finally:
+        # Stop the loader's workers now, not when a traceback that still holds the iterator is
+        # collected at exit: on SIGTERM they would outlive the main process's pipes and print.
+        del batches
         bar.close()
         if summary:
             summary.close()

@@ -193,6 +193,33 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_resume_is_exact(tmp_path, prepr
     assert_same_state(load_checkpoint(killed).model, load_checkpoint(tmp_path / "straight").model, "model")
 
 
+def test_sigterm_saves_the_steps_since_the_last_checkpoint(tmp_path, preprocessed_dir):
+    """`timeout` and job schedulers send SIGTERM before they kill: the work since the last checkpoint is kept."""
+    config_file = tmp_path / "tiny.json"
+    config_file.write_text(json.dumps(TINY_PARAMS))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "diffwave", "train", str(run), str(preprocessed_dir), "--config", str(config_file),
+           "--device", "cpu", "--checkpoint-every", "100000", "--log-every", "1", "--workers", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while _logged_bytes(run) < 2000:  # the event file grows by a few scalars per step
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.time() < deadline, "training did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "error: terminated (the last checkpoint is in place; rerun to resume)"
+    assert load_checkpoint(run).step >= 1  # no checkpoint was due: this one was written on SIGTERM
+
+
+def _logged_bytes(model_dir: Path) -> int:
+    return sum(p.stat().st_size for p in model_dir.glob("events.out.tfevents.*")) if model_dir.is_dir() else 0
+
+
 def _linked_step(model_dir: Path) -> int:
     """The step weights.pt points at (-1 before the first checkpoint); the link is replaced atomically."""
     try:

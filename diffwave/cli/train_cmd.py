@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from .app import app, fail
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: a single-process run saves the steps done since its last checkpoint."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """Turn SIGTERM into :class:`Terminated` while training (job schedulers and `timeout` send it
+    before they kill: a preempted or time-limited run keeps its work). The old handler comes back after."""
+    def terminate(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command("train")
@@ -73,9 +97,12 @@ def train_command(
             progress=progress,
         )
         resolved = resolve_config(model_dir, config, overrides)
-        result = launch(options, resolved, processes)
+        with _stop_on_sigterm():
+            result = launch(options, resolved, processes)
     except (TrainingError, DataError, CheckpointError, ValueError) as exc:
         raise fail(str(exc)) from None
+    except Terminated:
+        raise fail("terminated (the last checkpoint is in place; rerun to resume)", code=143) from None
     except KeyboardInterrupt:
         raise fail("interrupted (the last checkpoint is in place; rerun to resume)", code=130) from None
     if result is not None:
