@@ -10,10 +10,18 @@
 #                             (base model 10.5 MB). Ship it with scripts/ship_default_model.py.
 #   OUT/events.out.tfevents.* the run's TensorBoard scalars (loss curve, held-out loss per level)
 #   OUT/train.log             everything the steps printed
+#   OUT/resume-<step>.pt.NN   what the next slice needs to go on (raw weights, optimizer state), cut
+#                             into parts of at most PART_BYTES because a lent machine returns files
+#                             of at most 16 MiB (base model: 31.5 MB, two parts)
 #
 # Environment: OUT (required), DEVICE (cuda; cpu for a dry run), CORPUS (/tmp/corpus), SENTENCES
-# (1500, the corpus of models/README.md), PYTHON (python3). RUN_DIR is resumed when it exists,
-# so a second slice on the same machine continues the first.
+# (1500, the corpus of models/README.md), PYTHON (python3), RESUME (a folder holding the parts an
+# earlier slice returned; its newest step is where this slice starts when RUN_DIR has no
+# checkpoint), PART_BYTES (16000000). RUN_DIR is resumed when it exists, so a second slice on the
+# same machine continues the first; RESUME carries a run from one lent machine to the next.
+# The weight average is not in the parts (it would not fit in one carry beside .gpukit): a resumed
+# slice starts it again from the resumed weights, and at decay 0.999 it has forgotten that start
+# a few thousand steps later, well inside one slice.
 set -euo pipefail
 if [[ $# -lt 2 || -z "${OUT:-}" ]]; then
   echo "usage: OUT=DIR $0 RUN_DIR MINUTES [diffwave train options]" >&2
@@ -43,6 +51,20 @@ fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 cd "$repo"
 
+if [[ -n "${RESUME:-}" && ! -e "$run/weights.pt" ]]; then
+  newest=$(ls "$RESUME" 2>/dev/null | sed -n 's/^resume-\([0-9]*\)\.pt\.[0-9]*$/\1/p' | sort -n | tail -1)
+  if [[ -z "$newest" ]]; then
+    echo "error: $RESUME: no resume-<step>.pt.NN parts to resume from" >&2
+    exit 1
+  fi
+  mkdir -p "$run"
+  parts=$(ls "$RESUME" | grep -E "^resume-$newest\.pt\.[0-9]+$" | sort -t. -k3,3n)
+  (cd "$RESUME" && cat $parts) >"$run/.weights-$newest.pt.tmp"
+  mv "$run/.weights-$newest.pt.tmp" "$run/weights-$newest.pt"
+  ln -s "weights-$newest.pt" "$run/weights.pt"
+  echo "resuming from step $newest ($RESUME)"
+fi
+
 {
   echo "== $(date -u +%FT%TZ) corpus ($sentences sentences) -> $corpus"
   "$python" -m diffwave corpus "$corpus" --sentences "$sentences" --seed 0 --workers "$(nproc)"
@@ -55,6 +77,8 @@ cd "$repo"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || { echo "error: the slice failed (see $log)" >&2; exit 1; }
 
 "$python" - "$run" "$OUT" <<'EOF'
+import io
+import os
 import sys
 from pathlib import Path
 
@@ -69,5 +93,13 @@ slim = Checkpoint(step=ckpt.step, model={k: v.cpu() for k, v in model.state_dict
 target = out / f"weights-{ckpt.step}.pt"
 torch.save(slim.to_dict(), target)
 print(f"{target} ({describe_weights(model)}, {target.stat().st_size / 1e6:.1f} MB)")
+# What the next slice needs, in parts small enough to come back from the lent machine.
+resume = Checkpoint(step=ckpt.step, model=ckpt.model, params=ckpt.params, optimizer=ckpt.optimizer, scaler=ckpt.scaler)
+buffer = io.BytesIO()
+torch.save(resume.to_dict(), buffer)
+data, part_bytes = buffer.getvalue(), int(os.environ.get("PART_BYTES", "16000000"))
+for index, start in enumerate(range(0, len(data), part_bytes)):
+    (out / f"resume-{ckpt.step}.pt.{index:02d}").write_bytes(data[start:start + part_bytes])
+print(f"{out}/resume-{ckpt.step}.pt.* ({len(data) / 1e6:.1f} MB in {index + 1} parts): the next slice's RESUME")
 EOF
 cp "$run"/events.out.tfevents.* "$OUT"/

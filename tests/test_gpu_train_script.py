@@ -1,8 +1,9 @@
 """scripts/gpu_train.sh, the one-call training slice for a lent GPU, dry-run on the CPU.
 
 The GPU machine is bare and offline; here the same script runs end to end with DEVICE=cpu on a
-12-sentence corpus: espeak-ng corpus, preprocess, a time-limited slice, the small weights file
-and the TensorBoard scalars it leaves in OUT.
+12-sentence corpus: espeak-ng corpus, preprocess, a time-limited slice, the small weights file,
+the TensorBoard scalars and the resume parts it leaves in OUT, then a second slice on a fresh run
+folder that goes on from those parts alone, as the next lent machine would.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def test_a_slice_leaves_inference_weights_and_scalars(tmp_path):
     out = tmp_path / "out"
     proc = run_script(
         tmp_path, str(tmp_path / "run"), "0.02", "--config", str(config), "--workers", "0",
-        OUT=str(out), DEVICE="cpu", CORPUS=str(tmp_path / "corpus"), SENTENCES="12",
+        OUT=str(out), DEVICE="cpu", CORPUS=str(tmp_path / "corpus"), SENTENCES="12", PART_BYTES="1000000",
     )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     weights = sorted(out.glob("weights-*.pt"))
@@ -48,6 +49,36 @@ def test_a_slice_leaves_inference_weights_and_scalars(tmp_path):
     assert list(out.glob("events.out.tfevents.*"))
     log = (out / "train.log").read_text()
     assert "budget is spent" in log and "train" in log
+
+    # The next lent machine starts bare: a new RUN_DIR, only the returned parts carried in.
+    parts = sorted(out.glob(f"resume-{shipped.step}.pt.*"))
+    assert len(parts) >= 3  # PART_BYTES forced the cut
+    assert all(part.stat().st_size <= 1_000_000 for part in parts)
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    for part in parts:
+        (carried / part.name).write_bytes(part.read_bytes())
+    out2 = tmp_path / "out2"
+    proc = run_script(
+        tmp_path, str(tmp_path / "run2"), "0.02", "--workers", "0",
+        OUT=str(out2), DEVICE="cpu", CORPUS=str(tmp_path / "corpus"), SENTENCES="12",
+        RESUME=str(carried), PART_BYTES="1000000",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    assert f"resuming from step {shipped.step}" in proc.stdout
+    resumed_from = load_checkpoint(tmp_path / "run2" / f"weights-{shipped.step}.pt")
+    assert all((resumed_from.model[k] == v).all() for k, v in run_ckpt.model.items())
+    assert resumed_from.optimizer["state"] and resumed_from.ema is None
+    later = load_checkpoint(tmp_path / "run2")
+    assert later.step > shipped.step and later.params == run_ckpt.params
+    assert sorted(out2.glob(f"weights-{later.step}.pt"))
+
+
+def test_resume_without_parts_is_refused(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_script(tmp_path, str(tmp_path / "run"), "1", OUT=str(tmp_path / "out"), RESUME=str(empty))
+    assert proc.returncode == 1 and f"{empty}: no resume-<step>.pt.NN parts" in proc.stderr
 
 
 def test_usage_without_out(tmp_path):
