@@ -6,8 +6,9 @@
 # usage: OUT=DIR scripts/gpu_train.sh RUN_DIR MINUTES [diffwave train options, e.g. --config base.json --bf16]
 #
 #   OUT/weights-<step>.pt     step, params and the weights inference uses (the average when the run
-#                             keeps one); no optimizer state, so it is small enough to bring back
-#                             (base model 10.5 MB). Ship it with scripts/ship_default_model.py.
+#                             keeps one, then stored once under both "model" and "ema"); no optimizer
+#                             state, so it is small enough to bring back (base model 10.6 MB). Ship
+#                             it with scripts/ship_default_model.py.
 #   OUT/events.out.tfevents.* the run's TensorBoard scalars (loss curve, held-out loss per level)
 #   OUT/train.log             everything the steps printed
 #   OUT/resume-<step>.pt.NN   what the next slice needs to go on (raw weights, optimizer state), cut
@@ -89,7 +90,10 @@ from diffwave.checkpoint import Checkpoint, describe_weights, load_checkpoint, l
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 ckpt = load_checkpoint(run)
 model = load_model(run)
-slim = Checkpoint(step=ckpt.step, model={k: v.cpu() for k, v in model.state_dict().items()}, params=ckpt.params)
+weights = {k: v.cpu() for k, v in model.state_dict().items()}
+# The same tensors under "ema" too when they are the average, so every later reader says which
+# weights these are; torch.save stores shared tensors once, so the file does not grow.
+slim = Checkpoint(step=ckpt.step, model=weights, params=ckpt.params, ema=weights if model.uses_ema else None)
 target = out / f"weights-{ckpt.step}.pt"
 torch.save(slim.to_dict(), target)
 print(f"{target} ({describe_weights(model)}, {target.stat().st_size / 1e6:.1f} MB)")

@@ -28,10 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def ship_weights(run: Path) -> Checkpoint:
     ckpt = load_checkpoint(run)
-    # load_model picks the weights meant for inference (the average when the run kept one);
-    # they are shipped as the plain model so the package file holds one set.
+    # load_model picks the weights meant for inference (the average when the run kept one). The
+    # package file holds one set: an average goes under "model" and, as the very same tensors,
+    # under "ema" (torch.save stores shared tensors once), so export logs can say what it is.
     model = load_model(run)
-    slim = Checkpoint(step=ckpt.step, model=model.state_dict(), params=ckpt.params)
+    weights = model.state_dict()
+    slim = Checkpoint(step=ckpt.step, model=weights, params=ckpt.params, ema=weights if model.uses_ema else None)
     ASSETS.mkdir(parents=True, exist_ok=True)
     import io
 

@@ -40,7 +40,12 @@ def test_a_slice_leaves_inference_weights_and_scalars(tmp_path):
     weights = sorted(out.glob("weights-*.pt"))
     assert len(weights) == 1
     shipped = load_checkpoint(weights[0])
-    assert shipped.step >= 1 and shipped.optimizer is None and shipped.ema is None
+    assert shipped.step >= 1 and shipped.optimizer is None
+    # One set of weights, labelled as the average: "ema" holds the very tensors of "model".
+    assert all(shipped.ema[k].data_ptr() == v.data_ptr() for k, v in shipped.model.items())
+    one_set = sum(v.numel() * v.element_size() for v in shipped.model.values())
+    assert weights[0].stat().st_size < 1.2 * one_set
+    assert load_model(weights[0]).uses_ema
     assert shipped.params["residual_layers"] == TINY_PARAMS["residual_layers"]
     # What comes back is the average the run kept, under the plain "model" key.
     run_ckpt = load_checkpoint(tmp_path / "run")
