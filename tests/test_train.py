@@ -167,18 +167,10 @@ def test_ema_switched_on_when_resuming_averages_from_the_resumed_weights(tmp_pat
 
 def test_kill_9_leaves_a_loadable_checkpoint_and_resume_is_exact(tmp_path, preprocessed_dir):
     """A real ``kill -9`` of ``diffwave train`` while it checkpoints every step."""
-    config_file = tmp_path / "tiny.json"
-    config_file.write_text(json.dumps(TINY_PARAMS))
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "diffwave", "train", str(killed), str(preprocessed_dir), "--config", str(config_file),
-           "--device", "cpu", "--checkpoint-every", "1", "--workers", "0", "--no-progress", "--keep-checkpoints", "3"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = _start_training(tmp_path, killed, preprocessed_dir, "--checkpoint-every", "1", "--workers", "0", "--keep-checkpoints", "3")
     try:
-        deadline = time.time() + 120
-        while _linked_step(killed) < 4:
-            assert proc.poll() is None, proc.communicate()[1].decode()
-            assert time.time() < deadline, "training did not reach step 4"
-            time.sleep(0.05)
+        _wait_for(proc, lambda: _linked_step(killed) >= 4, "training did not reach step 4")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
@@ -195,18 +187,11 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_resume_is_exact(tmp_path, prepr
 
 def test_sigterm_saves_the_steps_since_the_last_checkpoint(tmp_path, preprocessed_dir):
     """`timeout` and job schedulers send SIGTERM before they kill: the work since the last checkpoint is kept."""
-    config_file = tmp_path / "tiny.json"
-    config_file.write_text(json.dumps(TINY_PARAMS))
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "diffwave", "train", str(run), str(preprocessed_dir), "--config", str(config_file),
-           "--device", "cpu", "--checkpoint-every", "100000", "--log-every", "1", "--workers", "1", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = _start_training(tmp_path, run, preprocessed_dir, "--checkpoint-every", "100000", "--log-every", "1", "--workers", "1")
     try:
-        deadline = time.time() + 120
-        while _logged_bytes(run) < 2000:  # the event file grows by a few scalars per step
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.time() < deadline, "training did not start"
-            time.sleep(0.05)
+        # the event file grows by a few scalars per step
+        _wait_for(proc, lambda: _logged_bytes(run) >= 2000, "training did not start")
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -214,6 +199,24 @@ def test_sigterm_saves_the_steps_since_the_last_checkpoint(tmp_path, preprocesse
     assert proc.returncode == 143, stderr
     assert stderr.strip().splitlines()[-1] == "error: terminated (the last checkpoint is in place; rerun to resume)"
     assert load_checkpoint(run).step >= 1  # no checkpoint was due: this one was written on SIGTERM
+
+
+def _start_training(tmp_path: Path, model_dir: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
+    """``diffwave train`` of the tiny config on one thread, as a child process to signal."""
+    config_file = tmp_path / "tiny.json"
+    config_file.write_text(json.dumps(TINY_PARAMS))
+    cmd = [sys.executable, "-m", "diffwave", "train", str(model_dir), str(data_dir), "--config", str(config_file),
+           "--device", "cpu", "--no-progress", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _wait_for(proc: subprocess.Popen, condition, failure: str, timeout: float = 120) -> None:
+    """Poll ``condition`` until it holds; fail with the child's stderr if it exits first."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.time() < deadline, failure
+        time.sleep(0.05)
 
 
 def _logged_bytes(model_dir: Path) -> int:
