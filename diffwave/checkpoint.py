@@ -35,6 +35,11 @@ class Checkpoint:
     ema: Optional[dict[str, torch.Tensor]] = None  #: averaged weights, when training keeps them
 
     @property
+    def inference_label(self) -> str:
+        """What :func:`load_model` serves from this checkpoint by default, as :func:`describe_weights` says it."""
+        return _weights_label(self.step, self.ema is not None)
+
+    @property
     def config(self) -> DiffWaveConfig:
         # Unknown keys are tolerated here: a checkpoint from a newer lmnt may carry extra settings.
         return DiffWaveConfig.from_params(self.params, strict=False)
@@ -85,14 +90,18 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     diffusion model wander from step to step and the average smooths that out. True insists on
     them (an error when there are none), False loads the raw weights. ``model.uses_ema`` says which.
     """
+    ckpt = load_checkpoint(path, map_location=map_location)
+    return _model_from(ckpt, resolve_checkpoint_path(path), use_ema).to(map_location).eval()
+
+
+def _model_from(ckpt: Checkpoint, where: Path, use_ema: Optional[bool]):
+    """The network of a loaded checkpoint with the weights :func:`load_model` describes."""
     from .model import DiffWave
 
-    ckpt = load_checkpoint(path, map_location=map_location)
     try:
         model = DiffWave(ckpt.config)
     except ValueError as exc:
-        raise CheckpointError(f"{resolve_checkpoint_path(path)}: {exc}") from None
-    where = resolve_checkpoint_path(path)
+        raise CheckpointError(f"{where}: {exc}") from None
     if use_ema and ckpt.ema is None:
         raise CheckpointError(f"{where}: has no averaged (EMA) weights; it was trained without ema_decay")
     ema = ckpt.ema is not None and use_ema is not False
@@ -101,12 +110,30 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     model.load_state_dict(state)
     model.checkpoint_step = ckpt.step
     model.uses_ema = ema
-    return model.to(map_location).eval()
+    return model
+
+
+def inference_checkpoint(path: str | os.PathLike) -> tuple[Checkpoint, Checkpoint]:
+    """(the checkpoint as stored, the weights inference uses alone), for shipping or bringing back.
+
+    The second holds step, params and one set of weights, no optimizer state. When that set is the
+    average it is stored under "model" and, as the very same tensors, under "ema": torch.save
+    writes shared tensors once, so the file does not grow, and every later reader can tell.
+    """
+    ckpt = load_checkpoint(path)
+    model = _model_from(ckpt, resolve_checkpoint_path(path), use_ema=None)
+    weights = model.state_dict()
+    slim = Checkpoint(step=ckpt.step, model=weights, params=ckpt.params, ema=weights if model.uses_ema else None)
+    return ckpt, slim
 
 
 def describe_weights(model) -> str:
     """'step N, averaged (EMA) weights' or 'step N, raw weights', for a model from :func:`load_model`."""
-    return f"step {model.checkpoint_step}, {'averaged (EMA)' if model.uses_ema else 'raw'} weights"
+    return _weights_label(model.checkpoint_step, model.uses_ema)
+
+
+def _weights_label(step: int, averaged: bool) -> str:
+    return f"step {step}, {'averaged (EMA)' if averaged else 'raw'} weights"
 
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

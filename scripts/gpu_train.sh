@@ -85,18 +85,13 @@ from pathlib import Path
 
 import torch
 
-from diffwave.checkpoint import Checkpoint, describe_weights, load_checkpoint, load_model
+from diffwave.checkpoint import Checkpoint, inference_checkpoint
 
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
-ckpt = load_checkpoint(run)
-model = load_model(run)
-weights = {k: v.cpu() for k, v in model.state_dict().items()}
-# The same tensors under "ema" too when they are the average, so every later reader says which
-# weights these are; torch.save stores shared tensors once, so the file does not grow.
-slim = Checkpoint(step=ckpt.step, model=weights, params=ckpt.params, ema=weights if model.uses_ema else None)
+ckpt, slim = inference_checkpoint(run)
 target = out / f"weights-{ckpt.step}.pt"
 torch.save(slim.to_dict(), target)
-print(f"{target} ({describe_weights(model)}, {target.stat().st_size / 1e6:.1f} MB)")
+print(f"{target} ({slim.inference_label}, {target.stat().st_size / 1e6:.1f} MB)")
 # What the next slice needs, in parts small enough to come back from the lent machine.
 resume = Checkpoint(step=ckpt.step, model=ckpt.model, params=ckpt.params, optimizer=ckpt.optimizer, scaler=ckpt.scaler)
 buffer = io.BytesIO()

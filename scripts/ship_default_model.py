@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from diffwave.audio import read_wav
-from diffwave.checkpoint import Checkpoint, describe_weights, load_checkpoint, load_model, resolve_checkpoint_path
+from diffwave.checkpoint import Checkpoint, inference_checkpoint, resolve_checkpoint_path
 from diffwave.default_model import ASSETS, SAMPLE_SPEC, SAMPLE_WAV, WEIGHTS
 from diffwave.features import log_mel_spectrogram
 from runtime.bundle import write_bytes_atomic
@@ -27,35 +27,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def ship_weights(run: Path) -> Checkpoint:
-    ckpt = load_checkpoint(run)
-    # load_model picks the weights meant for inference (the average when the run kept one). The
-    # package file holds one set: an average goes under "model" and, as the very same tensors,
-    # under "ema" (torch.save stores shared tensors once), so export logs can say what it is.
-    model = load_model(run)
-    weights = model.state_dict()
-    slim = Checkpoint(step=ckpt.step, model=weights, params=ckpt.params, ema=weights if model.uses_ema else None)
+    # The weights inference uses (the average when the run kept one), one set, no optimizer state.
+    ckpt, slim = inference_checkpoint(run)
     ASSETS.mkdir(parents=True, exist_ok=True)
     import io
 
     buf = io.BytesIO()
     torch.save(slim.to_dict(), buf)
     write_bytes_atomic(WEIGHTS, buf.getvalue())
-    print(f"{resolve_checkpoint_path(run)} ({describe_weights(model)}) -> {WEIGHTS} ({WEIGHTS.stat().st_size / 1e6:.1f} MB)")
+    print(f"{resolve_checkpoint_path(run)} ({slim.inference_label}) -> {WEIGHTS} ({WEIGHTS.stat().st_size / 1e6:.1f} MB)")
     return ckpt
 
 
-def read_scalars(run: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of one TensorBoard scalar over every events file of the run, by step."""
+def read_scalars(run: Path, tags: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(steps, values) of each TensorBoard scalar over every events file of the run, by step (each file read once)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    points: dict[int, float] = {}
+    points: dict[str, dict[int, float]] = {tag: {} for tag in tags}
     for events in sorted(glob.glob(str(run / "events.out.tfevents.*"))):
         acc = EventAccumulator(events, size_guidance={"scalars": 0})
         acc.Reload()
-        if tag in acc.Tags()["scalars"]:
-            points.update((e.step, e.value) for e in acc.Scalars(tag))  # a later sitting overwrites a purged one
-    steps = np.array(sorted(points))
-    return steps, np.array([points[s] for s in steps])
+        for tag in set(tags) & set(acc.Tags()["scalars"]):
+            points[tag].update((e.step, e.value) for e in acc.Scalars(tag))  # a later sitting overwrites a purged one
+    return {tag: (np.array(sorted(p)), np.array([p[s] for s in sorted(p)])) for tag, p in points.items()}
 
 
 def plot_loss(run: Path, out: Path) -> None:
@@ -65,8 +59,9 @@ def plot_loss(run: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, values = read_scalars(run, "train/loss")
-    valid_steps, valid_values = read_scalars(run, "valid/loss")
+    scalars = read_scalars(run, ("train/loss", "valid/loss"))
+    steps, values = scalars["train/loss"]
+    valid_steps, valid_values = scalars["valid/loss"]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(steps, values, lw=0.5, alpha=0.4, label="training batch")
     if len(values) >= 40:  # one batch of 8 crops is noisy: a running mean over 20 logged points
