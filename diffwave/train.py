@@ -340,6 +340,8 @@ def train(
         initial=learner.step, total=options.max_steps, desc="train", unit="step", disable=not (options.progress and ctx.is_main)
     )
     saved_at = learner.step
+    # Without a bar (a log file, a batch job) each checkpoint gets one plain line instead.
+    pace = _Pace(learner.step) if ctx.is_main and not options.progress else None
     deadline = None if options.max_minutes is None else time.monotonic() + 60.0 * options.max_minutes
     batches = iter(loader)
     try:
@@ -353,15 +355,17 @@ def train(
             loss, grad_norm = learner.train_step(batch)
             result.losses.append(loss)
             bar.update()
+            if pace:
+                pace.add(loss)
             if learner.step % options.log_every == 0 or learner.step == result.start_step + 1:
                 bar.set_postfix(loss=f"{loss:.4f}")
                 if summary:
                     summary.scalars(learner.step, loss, grad_norm, learner)
             if learner.step % options.checkpoint_every == 0:
-                _save(learner, options, summary, batch, validation)
+                _save(learner, options, summary, batch, validation, pace)
                 saved_at = learner.step
         if learner.step > saved_at:
-            _save(learner, options, summary, batch, validation)
+            _save(learner, options, summary, batch, validation, pace)
     except KeyboardInterrupt:
         if not ctx.distributed and learner.step > saved_at:
             _save(learner, options, summary, None)  # Ctrl-C keeps the work done so far
@@ -384,18 +388,23 @@ def _save(
     summary: Optional[_Summary],
     batch: Optional[Batch],
     validation: Optional[ValidationSet] = None,
+    pace: Optional[_Pace] = None,
 ) -> None:
     """Write a checkpoint (main rank), after checking that every replica holds the same weights."""
     if not ddp.replicas_agree(learner.model, learner.ctx):
         raise TrainingError(f"data-parallel replicas hold different weights at step {learner.step}")
     if not learner.ctx.is_main:
         return
-    save_checkpoint(options.model_dir, learner.checkpoint())
+    saved = save_checkpoint(options.model_dir, learner.checkpoint())
+    if pace:
+        print(pace.line(learner.step, Path(saved).name), file=sys.stderr, flush=True)
     _prune(Path(options.model_dir), options.keep_checkpoints)
     if summary and batch is not None:
         summary.sample(learner.step, batch)
     if validation is not None:
         _validate(learner, validation, summary, options)
+    if pace:
+        pace.restart()
 
 
 def _validation_set(options: TrainOptions, config: DiffWaveConfig) -> ValidationSet:
@@ -408,6 +417,29 @@ def _validate(learner: Learner, validation: ValidationSet, summary: Optional[_Su
         summary.validation(result)
     if options.progress:
         tqdm.write(result.summary(), file=sys.stderr)
+    else:
+        print(result.summary(), file=sys.stderr, flush=True)
+
+
+class _Pace:
+    """Mean loss and steps per second since the last checkpoint line, for runs without a bar."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.started, self.losses = step, time.monotonic(), []
+
+    def add(self, loss: float) -> None:
+        self.losses.append(loss)
+
+    def line(self, step: int, saved: str) -> str:
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        steps = step - self.step
+        mean = sum(self.losses) / len(self.losses) if self.losses else float("nan")
+        self.step, self.losses = step, []
+        return f"step {step}: loss {mean:.4f} over {steps} steps, {steps / seconds:.2f} steps/s; saved {saved}"
+
+    def restart(self) -> None:
+        """Start the clock again after the checkpoint's own work (saving, held-out loss)."""
+        self.started = time.monotonic()
 
 
 def _prune(model_dir: Path, keep: int) -> None:

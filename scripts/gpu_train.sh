@@ -42,7 +42,7 @@ kit="$repo/.gpukit"
 if [[ -d "$kit" ]]; then
   export PATH="$kit/espeak/bin:$PATH"
   if ! "$python" -c "import soundfile" 2>/dev/null; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/diffwave-site "$kit"/wheels/*.whl
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/diffwave-site "$kit"/wheels/*.whl
     export PYTHONPATH="/tmp/diffwave-site${PYTHONPATH:+:$PYTHONPATH}"
   fi
 elif ! command -v espeak-ng >/dev/null; then

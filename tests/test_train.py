@@ -95,15 +95,26 @@ def test_tiny_model_overfits_one_batch(tmp_path, one_batch_dir):
     assert ckpt.step == target and ckpt.params == config.to_params()
 
 
-def test_held_out_loss_is_logged_at_every_checkpoint_and_falls(tmp_path, one_batch_dir):
+def test_held_out_loss_is_logged_at_every_checkpoint_and_falls(tmp_path, one_batch_dir, capsys):
     # The held-out loss is measured on the weights inference gets (here the average) at step 0
     # and at every checkpoint; on the one utterance the run learns, it must fall.
     config = tiny_config(learning_rate=2e-3, ema_decay=0.8)
     model_dir = tmp_path / "run"
-    train(options(model_dir, one_batch_dir, max_steps=60, checkpoint_every=30, valid_dirs=(one_batch_dir,)), config)
+    result = train(options(model_dir, one_batch_dir, max_steps=60, checkpoint_every=30, valid_dirs=(one_batch_dir,)), config)
     events = read_events(model_dir)
     mean = {e.step: e.value for e in events.Scalars("valid/loss")}
     assert sorted(mean) == [0, 30, 60]
+    # With no progress bar (a log file) each checkpoint prints one line of pace, then the held-out loss.
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "held-out loss at step 0", "step 30", "held-out loss at step 30", "step 60", "held-out loss at step 60"
+    ], lines
+    for line, window, step in ((lines[1], result.losses[:30], 30), (lines[3], result.losses[30:], 60)):
+        assert line.startswith(f"step {step}: loss {np.mean(window):.4f} over 30 steps, ") and line.endswith(
+            f" steps/s; saved weights-{step}.pt"
+        ), line
+        assert float(line.split(", ")[1].split()[0]) > 0
+    assert lines[4].startswith(f"held-out loss at step 60: {mean[60]:.4f} (t0:")
     levels = validation_levels(len(config.diffusion.noise_schedule))
     assert levels[0] == 0 and levels[-1] == len(config.diffusion.noise_schedule) - 1 and list(levels) == sorted(set(levels))
     per_level = [events.Scalars(f"valid/loss_t{t:02d}")[-1].value for t in levels]
