@@ -1,24 +1,30 @@
-"""Experiment: what bfloat16 autocast buys a CPU training step (benchmarks/README.md).
+"""Experiment: what bfloat16 autocast and torch.compile buy a training step (benchmarks/README.md).
 
     python benchmarks/train_step.py [--config small|base|PATH.json ...] [--rounds 5] [--steps 3]
+        [--device cpu|cuda] [--precisions fp32,bf16] [--compile]
 
 Times ``Learner.train_step`` (the step ``diffwave train`` runs: forward, L1 loss, backward,
-gradient clipping, Adam, the weight average) in float32 and under ``--bf16`` on the same
-network and batch, in interleaved rounds, and prints seconds per step, steps per second, the
-paired speed-up and the arithmetic rate reached. FLOPs per step are counted, not assumed:
-forward FLOPs per output sample come from the same count as ``step_cost.py`` (convolutions
-only, which carry over 99 % of them), times three for forward + backward, times the batch.
+gradient clipping, Adam, the weight average) in each variant on the same network and batch, in
+interleaved rounds, and prints seconds per step, steps per second, the paired speed-up over the
+first variant and the arithmetic rate reached. FLOPs per step are counted, not assumed: forward
+FLOPs per output sample come from the same count as ``step_cost.py`` (convolutions only, which
+carry over 99 % of them), times three for forward + backward, times the batch. ``--compile``
+adds each precision again with ``diffwave train --compile`` (its compilation, on the first
+step, is reported apart and not timed into the rounds).
 
-Why it matters: a CPU is the only trainer some users have (and the only one the shipped default
-model has had), and steps per hour is what limits its quality. Zen 4/5 and Sapphire Rapids cores
-execute bfloat16 dot products (AVX512-BF16 / AMX) at twice the float32 rate or more; the weights,
-the optimizer and the loss stay float32, so only the convolutions' inputs are rounded.
+Why it matters: steps per hour is what limits a model's quality when training time is scarce
+(the CPU that trained the shipped default model; a GPU lent for minutes at a time). On CPUs with
+AVX512-BF16 or AMX, bfloat16 dot products run at twice the float32 rate or more; on a GPU a step
+of the base model is expected to be bound by per-operator overhead rather than arithmetic, which
+is what compiling (fewer, fused operators) addresses. The weights, the optimizer and the loss
+stay float32 in every variant.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -49,9 +55,15 @@ def conv_flops_per_sample(config: DiffWaveConfig) -> float:
     return 2.0 * (layers * per_layer + c + c * c + c)  # + input, skip and output projections
 
 
-def make_learner(config: DiffWaveConfig, precision: str) -> Learner:
-    options = TrainOptions(model_dir=Path("."), data_dirs=(), precision=precision, device="cpu")
-    return Learner(config, options, DistContext(), torch.device("cpu"))
+def make_learner(config: DiffWaveConfig, precision: str, device: str, compiled: bool = False) -> Learner:
+    options = TrainOptions(model_dir=Path("."), data_dirs=(), precision=precision, device=device, compile=compiled)
+    return Learner(config, options, DistContext(), torch.device(device))
+
+
+def synchronize(device: str) -> None:
+    """Wait for the GPU: a CUDA call returns when its kernels are queued, not when they ran."""
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def make_batch(config: DiffWaveConfig) -> Batch:
@@ -62,24 +74,32 @@ def make_batch(config: DiffWaveConfig) -> Batch:
     return Batch(audio, spectrogram)
 
 
-def bench(config: DiffWaveConfig, name: str, rounds: int, steps: int) -> list[tuple[str, ...]]:
+def bench(
+    config: DiffWaveConfig, name: str, rounds: int, steps: int, device: str, precisions: list[str], compiled: bool
+) -> list[tuple[str, ...]]:
     batch = make_batch(config)
-    learners = {p: make_learner(config, p) for p in ("fp32", "bf16")}
+    variants = [(p, False) for p in precisions] + ([(p, True) for p in precisions] if compiled else [])
+    learners = {f"{p}{' compiled' if c else ''}": make_learner(config, p, device, c) for p, c in variants}
 
     def run(learner: Learner) -> None:
         for _ in range(steps):
             learner.train_step(batch)
+        synchronize(device)
 
-    for learner in learners.values():  # warm-up: oneDNN picks and caches its kernels
-        learner.train_step(batch)
-    times = time_interleaved({p: (lambda lr=lr: run(lr)) for p, lr in learners.items()}, rounds)
+    first_step = {}
+    for label, learner in learners.items():  # warm-up: kernel choice (oneDNN, cuDNN) and compilation
+        started = time.perf_counter()
+        run(learner)
+        first_step[label] = time.perf_counter() - started
+    times = time_interleaved({label: (lambda lr=lr: run(lr)) for label, lr in learners.items()}, rounds)
     flops = 3 * conv_flops_per_sample(config) * batch.audio.numel()
+    reference = next(iter(times))
     rows = []
-    for precision, values in times.items():
+    for label, values in times.items():
         per_step = statistics.median(values) / steps
-        ratio = statistics.median(a / b for a, b in zip(times["fp32"], values))
-        rows.append((name, precision, f"{per_step * 1e3:.0f}", f"{1 / per_step:.2f}", f"{ratio:.2f}×",
-                     f"{flops / per_step / 1e9:.0f}"))
+        ratio = statistics.median(a / b for a, b in zip(times[reference], values))
+        rows.append((name, label, f"{per_step * 1e3:.1f}", f"{1 / per_step:.2f}", f"{batch.audio.numel() / per_step / 1e3:.0f}",
+                     f"{ratio:.2f}×", f"{flops / per_step / 1e9:.0f}", f"{first_step[label]:.1f}"))
     return rows
 
 
@@ -88,20 +108,25 @@ def main() -> None:
     parser.add_argument("--config", action="append", help="small, base or a JSON of params keys (repeatable)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="training steps per timed call")
-    parser.add_argument("--batch-size", type=int, default=8, help="crops per step (the shipped model's 8)")
-    parser.add_argument("--crop-frames", type=int, default=32, help="mel frames per crop (the shipped model's 32)")
+    parser.add_argument("--batch-size", type=int, default=8, help="crops per step (the shipped model's 8; lmnt's base 16)")
+    parser.add_argument("--crop-frames", type=int, default=32, help="mel frames per crop (the shipped model's 32; lmnt's base 62)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16 (CUDA only)")
+    parser.add_argument("--compile", action="store_true", help="also time each precision with diffwave train --compile")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    header = ("config", "precision", "ms/step", "steps/s", "vs fp32", "GFLOP/s")
+    precisions = args.precisions.split(",")
+    header = ("config", "variant", "ms/step", "steps/s", "k samples/s", f"vs {precisions[0]}", "GFLOP/s", "warm-up s")
     rows = []
     for name in args.config or ["small", "base"]:
         config = load_config(name, args.batch_size, args.crop_frames)
-        rows += bench(config, name, args.rounds, args.steps)
+        rows += bench(config, name, args.rounds, args.steps, args.device, precisions, args.compile)
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    print(f"training step on CPU ({torch.get_num_threads()} threads), batch {args.batch_size} × {args.crop_frames} frames, "
-          f"median of {args.rounds} interleaved rounds")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"training step on {where}, torch {torch.__version__}, batch {args.batch_size} × {args.crop_frames} frames, "
+          f"median of {args.rounds} interleaved rounds of {args.steps} steps")
     for row in [header] + rows:
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
 

@@ -18,7 +18,10 @@
 # Environment: OUT (required), DEVICE (cuda; cpu for a dry run), CORPUS (/tmp/corpus), SENTENCES
 # (1500, the corpus of models/README.md), PYTHON (python3), RESUME (a folder holding the parts an
 # earlier slice returned; its newest step is where this slice starts when RUN_DIR has no
-# checkpoint), PART_BYTES (16000000). RUN_DIR is resumed when it exists, so a second slice on the
+# checkpoint), PART_BYTES (16000000), BENCH (options of benchmarks/train_step.py: when set, that
+# benchmark runs first, on DEVICE, into the log; e.g. BENCH="--config base --batch-size 16
+# --crop-frames 62 --precisions bf16 --compile" asks whether --compile pays on this GPU, in about
+# two minutes). RUN_DIR is resumed when it exists, so a second slice on the
 # same machine continues the first; RESUME carries a run from one lent machine to the next.
 # The weight average is not in the parts (it would not fit in one carry beside .gpukit): a resumed
 # slice starts it again from the resumed weights, and at decay 0.999 it has forgotten that start
@@ -67,6 +70,10 @@ if [[ -n "${RESUME:-}" && ! -e "$run/weights.pt" ]]; then
 fi
 
 {
+  if [[ -n "${BENCH:-}" ]]; then
+    echo "== $(date -u +%FT%TZ) benchmarks/train_step.py --device $device $BENCH"
+    "$python" benchmarks/train_step.py --device "$device" $BENCH
+  fi
   echo "== $(date -u +%FT%TZ) corpus ($sentences sentences) -> $corpus"
   "$python" -m diffwave corpus "$corpus" --sentences "$sentences" --seed 0 --workers "$(nproc)"
   "$python" -m diffwave preprocess "$corpus/train" "$corpus/heldout"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,7 @@ def test_a_slice_leaves_inference_weights_and_scalars(tmp_path):
     assert all((model.state_dict()[k] == v).all() for k, v in run_ckpt.ema.items())
     assert list(out.glob("events.out.tfevents.*"))
     log = (out / "train.log").read_text()
-    assert "budget is spent" in log and "train" in log
+    assert "budget is spent" in log and f"steps/s; saved weights-{shipped.step}.pt" in log
 
     # The next lent machine starts bare: a new RUN_DIR, only the returned parts carried in.
     parts = sorted(out.glob(f"resume-{shipped.step}.pt.*"))
@@ -68,9 +69,13 @@ def test_a_slice_leaves_inference_weights_and_scalars(tmp_path):
         tmp_path, str(tmp_path / "run2"), "0.02", "--workers", "0",
         OUT=str(out2), DEVICE="cpu", CORPUS=str(tmp_path / "corpus"), SENTENCES="12",
         RESUME=str(carried), PART_BYTES="1000000",
+        # The training-step benchmark a GPU session may run first, on the same device, into the log.
+        BENCH=f"--config {config} --batch-size 2 --crop-frames 4 --precisions fp32 --rounds 1 --steps 1",
     )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     assert f"resuming from step {shipped.step}" in proc.stdout
+    log = (out2 / "train.log").read_text()
+    assert "training step on CPU" in log and re.search(rf"{re.escape(str(config))}\s+fp32\s+\d+\.\d", log), log
     resumed_from = load_checkpoint(tmp_path / "run2" / f"weights-{shipped.step}.pt")
     assert all((resumed_from.model[k] == v).all() for k, v in run_ckpt.model.items())
     assert resumed_from.optimizer["state"] and resumed_from.ema is None

@@ -62,7 +62,13 @@ def train_command(
     ),
     workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes per training process."),
     keep_checkpoints: int = typer.Option(5, "--keep-checkpoints", min=0, help="Numbered checkpoints to keep (0 = all)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Show a progress bar (without one, each checkpoint prints a line: loss, steps/s)."
+    ),
+    compile_network: bool = typer.Option(
+        False, "--compile/--no-compile", help="torch.compile the network (Inductor): fewer, fused operators per step, which "
+        "is what bounds a base-model step on a GPU; the first step compiles (about a minute). No gain on CPU (benchmarks/README.md)."
+    ),
 ) -> None:
     """Train DiffWave on preprocessed wavs; rerunning with the same MODEL_DIR resumes from weights.pt.
 
@@ -95,6 +101,7 @@ def train_command(
             keep_checkpoints=keep_checkpoints,
             valid_dirs=tuple(valid),
             progress=progress,
+            compile=compile_network,
         )
         resolved = resolve_config(model_dir, config, overrides)
         with _stop_on_sigterm():
