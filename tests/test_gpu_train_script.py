@@ -36,6 +36,7 @@ def test_a_slice_leaves_inference_weights_and_scalars(tmp_path):
     proc = run_script(
         tmp_path, str(tmp_path / "run"), "0.02", "--config", str(config), "--workers", "0",
         OUT=str(out), DEVICE="cpu", CORPUS=str(tmp_path / "corpus"), SENTENCES="12", PART_BYTES="1000000",
+        BENCH="--no-such-option",  # a benchmark that fails must not stop the slice
     )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     weights = sorted(out.glob("weights-*.pt"))
@@ -55,6 +56,7 @@ def test_a_slice_leaves_inference_weights_and_scalars(tmp_path):
     assert list(out.glob("events.out.tfevents.*"))
     log = (out / "train.log").read_text()
     assert "budget is spent" in log and f"steps/s; saved weights-{shipped.step}.pt" in log
+    assert "the benchmark failed (exit 2); training goes on" in log, log
 
     # The next lent machine starts bare: a new RUN_DIR, only the returned parts carried in.
     parts = sorted(out.glob(f"resume-{shipped.step}.pt.*"))
