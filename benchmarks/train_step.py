@@ -15,8 +15,8 @@ step, is reported apart and not timed into the rounds).
 Why it matters: steps per hour is what limits a model's quality when training time is scarce
 (the CPU that trained the shipped default model; a GPU lent for minutes at a time). On CPUs with
 AVX512-BF16 or AMX, bfloat16 dot products run at twice the float32 rate or more; on a GPU a step
-of the base model is expected to be bound by per-operator overhead rather than arithmetic, which
-is what compiling (fewer, fused operators) addresses. The weights, the optimizer and the loss
+of the base model is expected to be bound by the memory traffic of its unfused elementwise
+operators rather than by arithmetic, which is what compiling (fused operators) addresses. The weights, the optimizer and the loss
 stay float32 in every variant.
 """
 

@@ -68,8 +68,9 @@ class TrainOptions:
     valid_dirs: tuple[Path, ...] = ()
     progress: bool = True
     #: Run the forward and backward through torch.compile (Inductor). Why: a base-model step on a
-    #: GPU is bound by per-operator overhead, not arithmetic (benchmarks/README.md); fusing the
-    #: gate's elementwise operators cuts the operator count. Costs a compilation on the first step.
+    #: GPU is predicted to be bound by the memory traffic of its unfused elementwise operators
+    #: (gate, residual, skip), not by arithmetic (benchmarks/README.md); fused, they move a fraction
+    #: of the bytes and launch fewer kernels. Costs a compilation on the first step.
     compile: bool = False
 
     def __post_init__(self) -> None:

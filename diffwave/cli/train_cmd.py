@@ -66,8 +66,9 @@ def train_command(
         True, "--progress/--no-progress", help="Show a progress bar (without one, each checkpoint prints a line: loss, steps/s)."
     ),
     compile_network: bool = typer.Option(
-        False, "--compile/--no-compile", help="torch.compile the network (Inductor): fewer, fused operators per step, which "
-        "is what bounds a base-model step on a GPU; the first step compiles (about a minute). No gain on CPU (benchmarks/README.md)."
+        False, "--compile/--no-compile", help="torch.compile the network (Inductor): fuses each layer's elementwise operators, "
+        "whose memory traffic is predicted to bound a base-model step on a GPU; the first step compiles (30-45 s for the base "
+        "model on a CPU). Little gain on CPU (benchmarks/README.md)."
     ),
 ) -> None:
     """Train DiffWave on preprocessed wavs; rerunning with the same MODEL_DIR resumes from weights.pt.
