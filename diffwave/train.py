@@ -144,6 +144,10 @@ class Learner:
     def __init__(self, config: DiffWaveConfig, options: TrainOptions, ctx: DistContext, device: torch.device):
         self.config, self.options, self.ctx, self.device = config, options, ctx, device
         torch.manual_seed(config.train.seed)  # same initial weights on every rank and every fresh run
+        if device.type == "cuda":
+            # Crops have one shape for the whole run, so timing cuDNN's convolution algorithms once
+            # (first step) pays: its default heuristics need not pick the fastest for dilated 1-D convs.
+            torch.backends.cudnn.benchmark = True
         self.model = DiffWave(config).to(device)
         self.network: torch.nn.Module = self.model
         if ctx.distributed:
