@@ -16,8 +16,8 @@ Why it matters: steps per hour is what limits a model's quality when training ti
 (the CPU that trained the shipped default model; a GPU lent for minutes at a time). On CPUs with
 AVX512-BF16 or AMX, bfloat16 dot products run at twice the float32 rate or more; on a GPU a step
 of the base model is expected to be bound by the memory traffic of its unfused elementwise
-operators rather than by arithmetic, which is what compiling (fused operators) addresses. The weights, the optimizer and the loss
-stay float32 in every variant.
+operators rather than by arithmetic, which is what compiling (fused operators) addresses. The
+weights, the optimizer and the loss stay float32 in every variant.
 """
 
 from __future__ import annotations
@@ -86,11 +86,11 @@ def bench(
             learner.train_step(batch)
         synchronize(device)
 
-    first_step = {}
-    for label, learner in learners.items():  # warm-up: kernel choice (oneDNN, cuDNN) and compilation
+    warm_up = {}
+    for label, learner in learners.items():  # kernel choice (oneDNN, cuDNN) and compilation
         started = time.perf_counter()
         run(learner)
-        first_step[label] = time.perf_counter() - started
+        warm_up[label] = time.perf_counter() - started
     times = time_interleaved({label: (lambda lr=lr: run(lr)) for label, lr in learners.items()}, rounds)
     flops = 3 * conv_flops_per_sample(config) * batch.audio.numel()
     reference = next(iter(times))
@@ -99,7 +99,7 @@ def bench(
         per_step = statistics.median(values) / steps
         ratio = statistics.median(a / b for a, b in zip(times[reference], values))
         rows.append((name, label, f"{per_step * 1e3:.1f}", f"{1 / per_step:.2f}", f"{batch.audio.numel() / per_step / 1e3:.0f}",
-                     f"{ratio:.2f}×", f"{flops / per_step / 1e9:.0f}", f"{first_step[label]:.1f}"))
+                     f"{ratio:.2f}×", f"{flops / per_step / 1e9:.0f}", f"{warm_up[label]:.1f}"))
     return rows
 
 

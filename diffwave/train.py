@@ -356,7 +356,7 @@ def train(
     )
     saved_at = learner.step
     # Without a bar (a log file, a batch job) each checkpoint gets one plain line instead.
-    pace = _Pace(learner.step) if ctx.is_main and not options.progress else None
+    pace = _Pace() if ctx.is_main and not options.progress else None
     deadline = None if options.max_minutes is None else time.monotonic() + 60.0 * options.max_minutes
     batches = iter(loader)
     try:
@@ -412,7 +412,7 @@ def _save(
         return
     saved = save_checkpoint(options.model_dir, learner.checkpoint())
     if pace:
-        print(pace.line(learner.step, Path(saved).name), file=sys.stderr, flush=True)
+        tqdm.write(pace.line(learner.step, Path(saved).name), file=sys.stderr)
     _prune(Path(options.model_dir), options.keep_checkpoints)
     if summary and batch is not None:
         summary.sample(learner.step, batch)
@@ -430,26 +430,23 @@ def _validate(learner: Learner, validation: ValidationSet, summary: Optional[_Su
     result = validation.evaluate(learner.inference_model(), step=learner.step)
     if summary:
         summary.validation(result)
-    if options.progress:
-        tqdm.write(result.summary(), file=sys.stderr)
-    else:
-        print(result.summary(), file=sys.stderr, flush=True)
+    tqdm.write(result.summary(), file=sys.stderr)  # above the bar when there is one
 
 
 class _Pace:
     """Mean loss and steps per second since the last checkpoint line, for runs without a bar."""
 
-    def __init__(self, step: int) -> None:
-        self.step, self.started, self.losses = step, time.monotonic(), []
+    def __init__(self) -> None:
+        self.started, self.losses = time.monotonic(), []
 
     def add(self, loss: float) -> None:
+        """One step's loss (every step passes here, so their count is the steps since the last line)."""
         self.losses.append(loss)
 
     def line(self, step: int, saved: str) -> str:
         seconds = max(time.monotonic() - self.started, 1e-9)
-        steps = step - self.step
-        mean = sum(self.losses) / len(self.losses) if self.losses else float("nan")
-        self.step, self.losses = step, []
+        steps, mean = len(self.losses), float(np.mean(self.losses)) if self.losses else float("nan")
+        self.losses = []
         return f"step {step}: loss {mean:.4f} over {steps} steps, {steps / seconds:.2f} steps/s; saved {saved}"
 
     def restart(self) -> None:
