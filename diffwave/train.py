@@ -337,16 +337,7 @@ def train(
         return result
     if records is None:
         records = _scan(options, config, ctx)
-    sampler = CropBatchSampler(
-        len(records), config.train.batch_size, ctx.rank, ctx.world_size, config.train.seed, start_step=learner.step
-    )
-    loader = DataLoader(
-        CropDataset(records, config),
-        batch_sampler=sampler,
-        collate_fn=collate,
-        num_workers=options.data_workers,
-        pin_memory=device.type == "cuda",
-    )
+    loader = make_loader(records, config, ctx, learner.step, options.data_workers, pin_memory=device.type == "cuda")
     summary = _Summary(model_dir, config, learner.step) if ctx.is_main else None
     validation = _validation_set(options, config) if ctx.is_main and options.valid_dirs else None
     if validation is not None and learner.step == 0:
@@ -465,6 +456,15 @@ def _prune(model_dir: Path, keep: int) -> None:
     for _, path in numbered[:-keep]:
         if path.resolve() != current:
             path.unlink(missing_ok=True)
+
+
+def make_loader(
+    records: Sequence[Record], config: DiffWaveConfig, ctx: DistContext, start_step: int, workers: int, pin_memory: bool
+) -> DataLoader:
+    """This rank's batches from ``start_step`` on (the crops depend on the step, not on ``workers``)."""
+    sampler = CropBatchSampler(len(records), config.train.batch_size, ctx.rank, ctx.world_size, config.train.seed, start_step)
+    return DataLoader(CropDataset(records, config), batch_sampler=sampler, collate_fn=collate,
+                      num_workers=workers, pin_memory=pin_memory)
 
 
 def _remove_stale_temporaries(model_dir: Path) -> None:
