@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from runtime.schedule import cumulative_alphas
 
-from . import distributed as ddp
+from . import distributed as ddp, interrupts
 from .checkpoint import LATEST_NAME, Checkpoint, CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
 from .config import DiffWaveConfig, network_param_keys
 from .data import Batch, CropBatchSampler, CropDataset, DataError, Record, collate, scan
@@ -351,14 +351,14 @@ def train(
     deadline = None if options.max_minutes is None else time.monotonic() + 60.0 * options.max_minutes
     batches = iter(loader)
     try:
-        for batch in batches:
-            if options.max_steps is not None and learner.step >= options.max_steps:
-                break
+        while options.max_steps is None or learner.step < options.max_steps:
             # Every rank must stop after the same step, so the main rank's clock decides for all.
             if deadline is not None and ddp.main_rank_says(time.monotonic() >= deadline, learner.ctx, device):
                 result.out_of_time = True
                 break
-            loss, grad_norm = learner.train_step(batch)
+            with interrupts.deferred():  # Ctrl-C and SIGTERM land between steps (see interrupts.py)
+                batch = next(batches)
+                loss, grad_norm = learner.train_step(batch)
             result.losses.append(loss)
             bar.update()
             if pace:
@@ -373,8 +373,9 @@ def train(
         if learner.step > saved_at:
             _save(learner, options, summary, batch, validation, pace)
     except KeyboardInterrupt:
-        if not ctx.distributed and learner.step > saved_at:
-            _save(learner, options, summary, None)  # Ctrl-C keeps the work done so far
+        # Ctrl-C keeps the work done so far, unless a second one broke into a half-done step.
+        if not ctx.distributed and learner.step > saved_at and not interrupts.interrupted_mid_step():
+            _save(learner, options, summary, None)
         raise
     finally:
         # Stop the loader's workers now, not when a traceback that still holds the iterator is

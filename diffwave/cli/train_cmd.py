@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from diffwave.interrupts import Terminated, stop_signals_raise
+
 from .app import app, fail
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: a single-process run saves the steps done since its last checkpoint."""
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm():
-    """Turn SIGTERM into :class:`Terminated` while training (job schedulers and `timeout` send it
-    before they kill: a preempted or time-limited run keeps its work). The old handler comes back after."""
-    def terminate(signum, frame):
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, terminate)
-    except ValueError:  # not the main thread (embedded use): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command("train")
@@ -75,7 +53,8 @@ def train_command(
 
     The resolved configuration is stored in every checkpoint's params. Several GPUs: all are
     used by default (one spawned process each), or start the ranks with
-    `torchrun --nproc_per_node=N -m diffwave train ...`.
+    `torchrun --nproc_per_node=N -m diffwave train ...`. Ctrl-C or SIGTERM lets the current step
+    finish and saves it (single process); a second Ctrl-C stops at once.
     """
     import torch
 
@@ -105,7 +84,7 @@ def train_command(
             compile=compile_network,
         )
         resolved = resolve_config(model_dir, config, overrides)
-        with _stop_on_sigterm():
+        with stop_signals_raise():
             result = launch(options, resolved, processes)
     except (TrainingError, DataError, CheckpointError, ValueError) as exc:
         raise fail(str(exc)) from None

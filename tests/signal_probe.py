@@ -1,0 +1,58 @@
+"""Run ``python -m diffwave ...`` with stop signals sent to itself at chosen points (for test_train_signals.py).
+
+Signals normally land wherever the process happens to be; these hooks make the two unsafe places
+happen every time. ``PROBE`` picks one:
+
+* ``handover:N:SIG`` — during the main process's Nth file-descriptor handshake with a DataLoader
+  worker (each batch tensor is one), before it completes;
+* ``update:N:SIG[,SIG...]`` — at the Nth weight-average update, after the optimizer changed the
+  weights and before the step counter moved.
+
+The hooks only choose the moment: the DataLoader, the workers and training are the real ones.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.connection as connection
+import os
+import signal
+import sys
+
+MAIN = os.getpid()
+
+
+def _send(names: str) -> None:
+    for name in names.split(","):
+        os.kill(MAIN, getattr(signal, name))
+
+
+def _on_nth_call(function, n: int, names: str):
+    calls = [0]
+
+    def hooked(*args, **kwargs):
+        if os.getpid() == MAIN:  # forked workers inherit the hook; only the main process counts
+            calls[0] += 1
+            if calls[0] == n:
+                _send(names)
+        return function(*args, **kwargs)
+
+    return hooked
+
+
+def install(probe: str) -> None:
+    where, n, names = probe.split(":")
+    if where == "handover":
+        connection.answer_challenge = _on_nth_call(connection.answer_challenge, int(n), names)
+    elif where == "update":
+        from diffwave.train import Learner
+
+        Learner._update_ema = _on_nth_call(Learner._update_ema, int(n), names)
+    else:
+        raise SystemExit(f"unknown probe {probe!r}")
+
+
+if __name__ == "__main__":
+    install(os.environ["PROBE"])
+    from diffwave.compat import main
+
+    main(sys.argv[1:])

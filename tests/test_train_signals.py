@@ -1,0 +1,141 @@
+"""Ctrl-C and SIGTERM end `diffwave train` between steps: one line, a consistent checkpoint (diffwave/interrupts.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffwave import interrupts
+from diffwave.checkpoint import load_checkpoint
+from helpers import TINY_PARAMS
+
+PROBE = Path(__file__).with_name("signal_probe.py")
+TERMINATED = "error: terminated (the last checkpoint is in place; rerun to resume)"
+INTERRUPTED = "error: interrupted (the last checkpoint is in place; rerun to resume)"
+
+
+#: ema_decay 0.5: the weight average moves a lot on every step, so a skipped update shows
+PARAMS = {**TINY_PARAMS, "ema_decay": 0.5}
+
+
+def _train(tmp_path: Path, model_dir: Path, data_dir: Path, probe: str | None, *extra: str) -> subprocess.CompletedProcess:
+    config_file = tmp_path / "tiny.json"
+    config_file.write_text(json.dumps(PARAMS))
+    args = ["train", str(model_dir), str(data_dir), "--config", str(config_file), "--device", "cpu", "--no-progress",
+            "--checkpoint-every", "100000", "--workers", "1", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if probe is None:
+        cmd = [sys.executable, "-m", "diffwave", *args]
+    else:
+        cmd, env["PROBE"] = [sys.executable, str(PROBE), *args], probe
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_sigterm_while_a_worker_hands_over_a_batch_is_one_line(tmp_path, preprocessed_dir):
+    # Each batch is two tensors (audio, spectrogram), so the 5th handshake belongs to batch 3.
+    # Raised on the spot, the exception closed the socket mid-handshake and the worker printed
+    # a ConnectionResetError traceback after our line (seen in CI).
+    run = tmp_path / "run"
+    proc = _train(tmp_path, run, preprocessed_dir, "handover:5:SIGTERM")
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines() == [TERMINATED]
+    assert load_checkpoint(run).step == 3  # the step whose batch was arriving finished, then training stopped
+
+
+def test_ctrl_c_after_the_update_saves_the_finished_step(tmp_path, preprocessed_dir):
+    # Ctrl-C after step 3's optimizer update, before its weight average and step counter.
+    run, clean = tmp_path / "run", tmp_path / "clean"
+    proc = _train(tmp_path, run, preprocessed_dir, "update:3:SIGINT")
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == INTERRUPTED
+    assert _train(tmp_path, clean, preprocessed_dir, None, "--max-steps", "3").returncode == 0
+    stopped, reference = load_checkpoint(run), load_checkpoint(clean)
+    assert stopped.step == reference.step == 3
+    assert stopped.ema is not None and reference.ema is not None
+    for name, mine, theirs in (("weights", stopped.model, reference.model), ("average", stopped.ema, reference.ema)):
+        assert mine.keys() == theirs.keys()
+        for key, value in theirs.items():
+            assert torch.equal(mine[key], value), f"{name}: {key}"
+
+
+def test_a_second_ctrl_c_stops_at_once_and_saves_no_half_step(tmp_path, preprocessed_dir):
+    run = tmp_path / "run"
+    proc = _train(tmp_path, run, preprocessed_dir, "update:3:SIGINT,SIGINT")
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == INTERRUPTED
+    assert not (run / "weights.pt").exists()  # no checkpoint was due, and step 3 was half done
+
+
+# -- the mechanism, in this process ---------------------------------------------------------
+
+def _signal_self(signum: int = signal.SIGTERM) -> None:
+    os.kill(os.getpid(), signum)
+
+
+def test_outside_a_deferred_block_a_signal_raises_at_once():
+    with interrupts.stop_signals_raise():
+        with pytest.raises(interrupts.Terminated):
+            _signal_self()
+            pytest.fail("the signal did not raise")
+        assert not interrupts.interrupted_mid_step()
+
+
+def test_inside_a_deferred_block_the_signal_waits_for_its_end():
+    done = []
+    with interrupts.stop_signals_raise():
+        with pytest.raises(KeyboardInterrupt) as caught:
+            with interrupts.deferred():
+                _signal_self(signal.SIGINT)
+                done.append("rest of the block")
+        assert done == ["rest of the block"] and type(caught.value) is KeyboardInterrupt
+        assert not interrupts.interrupted_mid_step()
+        with interrupts.deferred():  # the stop was delivered once, not again
+            done.append("next block")
+    assert done == ["rest of the block", "next block"]
+
+
+def test_a_second_signal_breaks_into_the_block():
+    with interrupts.stop_signals_raise():
+        with pytest.raises(interrupts.Terminated):
+            with interrupts.deferred():
+                _signal_self(signal.SIGINT)
+                _signal_self(signal.SIGTERM)
+                pytest.fail("the second signal did not raise")
+        assert interrupts.interrupted_mid_step()
+
+
+def test_a_failure_while_a_stop_is_pending_reports_the_stop():
+    # e.g. a DataLoader worker got the scheduler's SIGTERM too and exited under the fetch
+    with interrupts.stop_signals_raise():
+        with pytest.raises(interrupts.Terminated):
+            with interrupts.deferred():
+                _signal_self()
+                raise RuntimeError("DataLoader worker exited unexpectedly")
+
+
+def test_handlers_are_restored_and_deferral_is_inert_without_them():
+    before = {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS}
+    with interrupts.stop_signals_raise():
+        assert all(signal.getsignal(s) is not before[s] for s in interrupts.STOP_SIGNALS)
+    assert {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS} == before
+    with pytest.raises(ValueError, match="passes through"):
+        with interrupts.deferred():
+            raise ValueError("passes through")
+
+
+def test_an_ignored_signal_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts.stop_signals_raise():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            _signal_self(signal.SIGINT)  # nothing happens
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
