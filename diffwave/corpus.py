@@ -253,7 +253,9 @@ def render(utt: Utterance, out_dir: Path, exe: str) -> ManifestEntry:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path, suffix=".wav") as tmp:
             cmd = [exe, "-v", utt.voice, "-s", str(utt.speed), "-p", str(utt.pitch), "-w", str(tmp), utt.text]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            # Its own session: a terminal's Ctrl-C goes to this process alone, which stops the queue and
+            # lets the few running voices finish, instead of killing them into a misleading failure.
+            proc = subprocess.run(cmd, capture_output=True, text=True, start_new_session=True)
             if proc.returncode != 0:
                 detail = (proc.stderr or proc.stdout).strip().splitlines()
                 raise CorpusError(f"espeak-ng failed on {utt.file} (voice {utt.voice}): {detail[0] if detail else f'exit {proc.returncode}'}")

@@ -87,8 +87,12 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
 
 
 def _init_worker() -> None:
+    import signal
+
     import torch
 
+    # Ctrl-C in a terminal reaches every process of the group; the parent decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)  # one process per core already; more threads would oversubscribe
 
 
@@ -136,9 +140,15 @@ def preprocess(
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
                 futures = [pool.submit(process_file, wav, features) for wav in todo]
-                for future in as_completed(futures):
-                    record(future.result())
-                    bar.update()
+                try:
+                    for future in as_completed(futures):
+                        record(future.result())
+                        bar.update()
+                except KeyboardInterrupt:
+                    # Leaving the block would wait for every queued file: drop them, let the few
+                    # files in flight finish (their writes are atomic), then stop.
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
     report.failed.sort(key=lambda outcome: outcome.wav)
     return report
 

@@ -6,7 +6,10 @@ happen every time. ``PROBE`` picks one:
 * ``handover:N:SIG`` — during the main process's Nth file-descriptor handshake with a DataLoader
   worker (each batch tensor is one), before it completes;
 * ``update:N:SIG[,SIG...]`` — at the Nth weight-average update, after the optimizer changed the
-  weights and before the step counter moved.
+  weights and before the step counter moved;
+* ``completed:N:SIG`` — to the whole process group, as a terminal's Ctrl-C does, when
+  ``diffwave preprocess`` or ``diffwave corpus`` has N files back from its workers (run this in
+  its own session).
 
 The hooks only choose the moment: the DataLoader, the workers and training are the real ones.
 """
@@ -24,6 +27,23 @@ MAIN = os.getpid()
 def _send(names: str) -> None:
     for name in names.split(","):
         os.kill(MAIN, getattr(signal, name))
+
+
+def _send_to_group(names: str) -> None:
+    if os.getpgid(0) != MAIN:
+        raise SystemExit("signal_probe: a group signal needs its own session (start_new_session=True)")
+    for name in names.split(","):
+        os.killpg(MAIN, getattr(signal, name))
+
+
+def _after_nth_item(iterable_fn, n: int, names: str):
+    def hooked(*args, **kwargs):
+        for count, item in enumerate(iterable_fn(*args, **kwargs), start=1):
+            yield item
+            if count == n:
+                _send_to_group(names)
+
+    return hooked
 
 
 def _on_nth_call(function, n: int, names: str):
@@ -47,6 +67,12 @@ def install(probe: str) -> None:
         from diffwave.train import Learner
 
         Learner._update_ema = _on_nth_call(Learner._update_ema, int(n), names)
+    elif where == "completed":
+        import diffwave.corpus as corpus
+        import diffwave.preprocess as preprocess
+
+        for module in (corpus, preprocess):
+            module.as_completed = _after_nth_item(module.as_completed, int(n), names)
     else:
         raise SystemExit(f"unknown probe {probe!r}")
 

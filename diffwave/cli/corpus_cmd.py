@@ -32,6 +32,8 @@ def corpus_command(
         entries = make_corpus(out_dir, sentences=sentences, seed=seed, heldout_fraction=heldout_fraction, workers=workers)
     except CorpusError as exc:
         raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted (the wavs written so far are complete; rerun with the same arguments to do the rest)", code=130) from None
     for split, (count, hours) in summarize(entries).items():
         typer.echo(f"{split:8s} {count:6d} wavs  {hours * 60:8.1f} min  {out_dir / split}")
     typer.echo(f"manifest {out_dir / MANIFEST_NAME}")

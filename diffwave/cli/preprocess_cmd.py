@@ -36,6 +36,8 @@ def preprocess_command(
         report = preprocess(paths, resolved.features, workers=workers, force=force, progress=progress)
     except (DataError, ValueError) as exc:
         raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted (the spectrograms written so far are complete; rerun to do the rest)", code=130) from None
     lines = report.summary_lines()
     typer.echo(lines[0], err=not report.ok)
     if not report.ok:

@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM end `diffwave train` between steps: one line, a consistent checkpoint (diffwave/interrupts.py)."""
+"""Ctrl-C and SIGTERM: `diffwave train` stops between steps (one line, a consistent checkpoint; diffwave/interrupts.py),
+`diffwave preprocess` and `diffwave corpus` stop promptly and keep only whole files."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from diffwave import interrupts
@@ -71,6 +74,55 @@ def test_a_second_ctrl_c_stops_at_once_and_saves_no_half_step(tmp_path, preproce
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == INTERRUPTED
     assert not (run / "weights.pt").exists()  # no checkpoint was due, and step 3 was half done
+
+
+def test_ctrl_c_stops_preprocess_promptly_and_keeps_whole_files(tmp_path, speech_dir):
+    # 120 wavs on two workers; Ctrl-C (to the whole process group, as a terminal sends it) when
+    # three are back. Before, leaving the pool waited for every queued file, so all 120 were written.
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    sources = sorted(speech_dir.glob("*.wav"))
+    for i in range(120):
+        (folder / f"{i:03d}.wav").write_bytes(sources[i % len(sources)].read_bytes())
+    cmd = [sys.executable, str(PROBE), "preprocess", str(folder), "--workers", "2", "--no-progress"]
+    env = {**os.environ, "PROBE": "completed:3:SIGINT"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, start_new_session=True)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: interrupted (the spectrograms written so far are complete; rerun to do the rest)"
+    ]
+    written = sorted(folder.glob("*.spec.npy"))
+    assert 3 <= len(written) <= 20, len(written)  # the three, those in flight and a few queued ones
+    for spec in written:
+        assert np.load(spec).shape[0] == 80  # whole files only
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no temporaries
+    rerun = subprocess.run([sys.executable, "-m", "diffwave", "preprocess", str(folder), "--workers", "2", "--no-progress"],
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(list(folder.glob("*.spec.npy"))) == 120
+
+
+def test_ctrl_c_stops_the_corpus_promptly_and_keeps_whole_files(tmp_path):
+    # Ctrl-C to the whole group when 5 of 200 sentences are spoken. The voices in flight run in
+    # their own session, so they finish instead of dying into an "espeak-ng failed" error.
+    out = tmp_path / "corpus"
+    args = ["corpus", str(out), "--sentences", "200", "--seed", "1", "--workers", "2"]
+    env = {**os.environ, "PROBE": "completed:5:SIGINT"}
+    proc = subprocess.run([sys.executable, str(PROBE), *args], capture_output=True, text=True, timeout=300, env=env,
+                          start_new_session=True)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: interrupted (the wavs written so far are complete; rerun with the same arguments to do the rest)"
+    )
+    wavs = list(out.rglob("*.wav"))
+    assert 5 <= len(wavs) <= 20, len(wavs)
+    for wav in wavs:
+        assert sf.info(str(wav)).frames > 0  # whole files only
+    assert [p for p in out.rglob(".*")] == []  # no temporaries
+    assert not (out / "manifest.jsonl").exists()  # the manifest is written only for a whole corpus
+    rerun = subprocess.run([sys.executable, "-m", "diffwave", *args], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(list(out.rglob("*.wav"))) == 200
 
 
 # -- the mechanism, in this process ---------------------------------------------------------
