@@ -115,3 +115,24 @@ def _take_pending() -> Optional[type[KeyboardInterrupt]]:
     stop, _state.pending = _state.pending, None
     _state.broke_a_block = False
     return stop
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT in this block, so that processes started in it begin life ignoring it.
+
+    Ctrl-C in a terminal reaches every process of the group. A worker process that is still
+    importing when it arrives dies with a KeyboardInterrupt traceback, and setting SIG_IGN in a
+    pool initializer comes too late to prevent that: only a disposition inherited at start-up
+    covers the whole start. The parent keeps Ctrl-C: keep the block to the few calls that start
+    the workers (a Ctrl-C inside it is lost).
+    """
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

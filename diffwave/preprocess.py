@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from runtime.bundle import FeatureSpec, atomic_output
 
+from . import interrupts
 from .audio import AudioError, read_wav
 from .data import find_wavs, spec_path_for
 
@@ -91,7 +92,8 @@ def _init_worker() -> None:
 
     import torch
 
-    # Ctrl-C in a terminal reaches every process of the group; the parent decides what stops.
+    # Ctrl-C in a terminal reaches every process of the group; the parent decides what stops. (The
+    # pool's processes were started ignoring SIGINT already; this covers one started later.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)  # one process per core already; more threads would oversubscribe
 
@@ -139,7 +141,9 @@ def preprocess(
             # spawn, not fork: the parent may already run torch threads, which fork would copy mid-flight.
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-                futures = [pool.submit(process_file, wav, features) for wav in todo]
+                with interrupts.sigint_ignored():  # the first `workers` submits start the processes
+                    futures = [pool.submit(process_file, wav, features) for wav in todo[:workers]]
+                futures += [pool.submit(process_file, wav, features) for wav in todo[workers:]]
                 try:
                     for future in as_completed(futures):
                         record(future.result())
