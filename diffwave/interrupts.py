@@ -15,6 +15,9 @@ in two places, which is why the training loop runs each step inside :func:`defer
 Inside :func:`deferred` the first signal is remembered and raised when the block ends. A second
 signal acts at once (a hung worker must not make Ctrl-C useless); the state it leaves may be
 mid-step, and :func:`interrupted_mid_step` tells the caller not to save it.
+
+For pools of worker processes (``diffwave preprocess``), :func:`sigint_ignored` starts the
+workers deaf to a terminal's Ctrl-C, so only the parent reacts to it.
 """
 
 from __future__ import annotations
