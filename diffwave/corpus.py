@@ -276,8 +276,17 @@ def _check_wav(path: Path, name: str):
 
 def _foreign_wavs(out_dir: Path, plan: Sequence[Utterance]) -> list[Path]:
     expected = {out_dir / u.file for u in plan}
-    found = [p for split in SPLITS for p in sorted((out_dir / split).glob("*.wav"))]
+    found = [p for split in SPLITS for p in sorted((out_dir / split).glob("*.wav")) if not p.name.startswith(".")]
     return [p for p in found if p not in expected]
+
+
+def _remove_stale_temporaries(out_dir: Path, plan: Sequence[Utterance]) -> None:
+    """Half-spoken wavs of a killed run (``.<planned name>.<random>.wav``): their wavs are rendered again."""
+    planned = {Path(u.file).name for u in plan}
+    for split in SPLITS:
+        for stale in (out_dir / split).glob(".*.wav"):
+            if stale.name[1:].split(".wav.", 1)[0] + ".wav" in planned:
+                stale.unlink(missing_ok=True)
 
 
 def make_corpus(
@@ -304,6 +313,7 @@ def make_corpus(
             f"{out_dir}: {len(foreign)} wav file(s) that are not part of this corpus (e.g. {foreign[0].relative_to(out_dir)}); "
             "use an empty folder or the --sentences/--seed that made them"
         )
+    _remove_stale_temporaries(out_dir, plan)
     workers = max(1, workers or os.cpu_count() or 1)
     entries: list[Optional[ManifestEntry]] = [None] * len(plan)
     from tqdm import tqdm

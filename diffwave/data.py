@@ -40,13 +40,22 @@ def spec_path_for(wav: Path) -> Path:
     return wav.with_name(wav.name + SPEC_SUFFIX)
 
 
+def is_hidden(path: Path, root: Path) -> bool:
+    """A dot-name anywhere below ``root``: our atomic writes' temporaries (``.x.wav.abc123.wav``, left
+    behind by a killed run), macOS's ``._x.wav`` resource forks, ``.ipynb_checkpoints`` copies."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
 def find_wavs(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Every ``*.wav`` under the given folders (recursively) or given directly, sorted, no duplicates."""
+    """Every ``*.wav`` under the given folders (recursively, hidden names skipped) or given directly,
+    sorted, no duplicates."""
     found: set[Path] = set()
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found.update(p for p in path.rglob("*") if p.suffix.lower() == ".wav" and p.is_file())
+            found.update(
+                p for p in path.rglob("*") if p.suffix.lower() == ".wav" and p.is_file() and not is_hidden(p, path)
+            )
         elif path.is_file() and path.suffix.lower() == ".wav":
             found.add(path)
         elif path.exists():

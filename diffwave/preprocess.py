@@ -98,6 +98,15 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core already; more threads would oversubscribe
 
 
+def _remove_stale_temporaries(wavs: Sequence[Path]) -> None:
+    """Half-written spectrograms of a killed run (``.x.wav.spec.npy.<random>.tmp`` beside ``x.wav``)."""
+    names = {wav.name for wav in wavs}
+    for folder in {wav.parent for wav in wavs}:
+        for stale in folder.glob(".*.wav.spec.npy.*.tmp"):
+            if stale.name[1:].split(".spec.npy.", 1)[0] in names:
+                stale.unlink(missing_ok=True)
+
+
 def preprocess(
     paths: Sequence[str | os.PathLike],
     features: FeatureSpec,
@@ -117,6 +126,7 @@ def preprocess(
     wavs = find_wavs(paths)
     if not wavs:
         raise DataError(f"no .wav files in {', '.join(str(p) for p in paths)}")
+    _remove_stale_temporaries(wavs)
     report = PreprocessReport()
     todo = []
     for wav in wavs:

@@ -81,6 +81,25 @@ def test_corpus_resumes_and_refuses_a_foreign_folder(tmp_path):
     assert _digest(out) == before
 
 
+def test_a_killed_runs_temporaries_do_not_block_the_resume(tmp_path):
+    # SIGKILL (or a power cut) leaves espeak-ng's half-written temporaries beside the wavs. They
+    # used to count as foreign wavs, so the rerun that should resume refused the folder.
+    out = tmp_path / "corpus"
+    assert _run(str(out), "--sentences", "4", "--seed", "1", "--workers", "1").exit_code == 0
+    before = _digest(out)
+    victim = out / sorted(before)[0]
+    stale = victim.with_name(f".{victim.name}.k7f0b85u.wav")
+    stale.write_bytes(victim.read_bytes()[:1000])  # what a killed render leaves
+    victim.unlink()
+    keep = out / "train" / ".notes.wav"  # a hidden file that is not ours stays
+    keep.write_bytes(b"x")
+    result = _run(str(out), "--sentences", "4", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and keep.exists()
+    keep.unlink()
+    assert _digest(out) == before  # the half-spoken wav was rendered again, identically
+
+
 def test_too_few_sentences_for_a_heldout_split(tmp_path):
     result = _run(str(tmp_path / "x"), "--sentences", "2", "--heldout-fraction", "0.9")
     assert result.exit_code != 0 and "nothing for training" in result.output

@@ -204,3 +204,10 @@ def test_eval_refuses_a_wav_at_another_rate(tiny_bundle, tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "16000" in lines[0]
     assert not out.exists()
+
+
+def test_hidden_wavs_in_a_folder_are_not_recordings(tmp_path, speech_wav):
+    # macOS copies carry "._x.wav" resource forks; a killed writer leaves ".x.wav.<random>.wav"
+    for name in ("a.wav", "._a.wav", ".a.wav.0iuixgk4.wav"):
+        shutil.copy(speech_wav, tmp_path / name)
+    assert find_wavs([tmp_path]) == [tmp_path / "a.wav"]

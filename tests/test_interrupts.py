@@ -76,43 +76,51 @@ def test_a_second_ctrl_c_stops_at_once_and_saves_no_half_step(tmp_path, preproce
     assert not (run / "weights.pt").exists()  # no checkpoint was due, and step 3 was half done
 
 
-def test_ctrl_c_stops_preprocess_promptly_and_keeps_whole_files(tmp_path, speech_dir):
-    # 120 wavs on two workers; Ctrl-C (to the whole process group, as a terminal sends it) when
-    # three are back. Before, leaving the pool waited for every queued file, so all 120 were written.
+#: a terminal's Ctrl-C, and a job scheduler's SIGTERM to the whole job: exit status and first word
+GROUP_SIGNALS = [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")]
+
+
+@pytest.mark.parametrize("name, code, word", GROUP_SIGNALS)
+def test_a_stop_signal_ends_preprocess_promptly_with_whole_files(tmp_path, speech_dir, name, code, word):
+    # 120 wavs on two workers; the signal goes to the whole process group when three are back.
+    # Before, leaving the pool waited for every queued file (all 120 were written after Ctrl-C)
+    # and SIGTERM left no message.
     folder = tmp_path / "wavs"
     folder.mkdir()
     sources = sorted(speech_dir.glob("*.wav"))
     for i in range(120):
         (folder / f"{i:03d}.wav").write_bytes(sources[i % len(sources)].read_bytes())
     cmd = [sys.executable, str(PROBE), "preprocess", str(folder), "--workers", "2", "--no-progress"]
-    env = {**os.environ, "PROBE": "completed:3:SIGINT"}
+    env = {**os.environ, "PROBE": f"completed:3:{name}"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, start_new_session=True)
-    assert proc.returncode == 130, proc.stderr
+    assert proc.returncode == code, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "error: interrupted (the spectrograms written so far are complete; rerun to do the rest)"
+        f"error: {word} (the spectrograms written so far are complete; rerun to do the rest)"
     ]
     written = sorted(folder.glob("*.spec.npy"))
     assert 3 <= len(written) <= 20, len(written)  # the three, those in flight and a few queued ones
     for spec in written:
         assert np.load(spec).shape[0] == 80  # whole files only
-    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no temporaries
+    # SIGTERM kills the workers too (their default), possibly mid-write: the rerun clears that up.
     rerun = subprocess.run([sys.executable, "-m", "diffwave", "preprocess", str(folder), "--workers", "2", "--no-progress"],
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert len(list(folder.glob("*.spec.npy"))) == 120
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temporaries
 
 
-def test_ctrl_c_stops_the_corpus_promptly_and_keeps_whole_files(tmp_path):
-    # Ctrl-C to the whole group when 5 of 200 sentences are spoken. The voices in flight run in
-    # their own session, so they finish instead of dying into an "espeak-ng failed" error.
+@pytest.mark.parametrize("name, code, word", GROUP_SIGNALS)
+def test_a_stop_signal_ends_the_corpus_promptly_with_whole_files(tmp_path, name, code, word):
+    # The signal goes to the whole group when 5 of 200 sentences are spoken. The voices in flight
+    # run in their own session, so they finish instead of dying into an "espeak-ng failed" error.
     out = tmp_path / "corpus"
     args = ["corpus", str(out), "--sentences", "200", "--seed", "1", "--workers", "2"]
-    env = {**os.environ, "PROBE": "completed:5:SIGINT"}
+    env = {**os.environ, "PROBE": f"completed:5:{name}"}
     proc = subprocess.run([sys.executable, str(PROBE), *args], capture_output=True, text=True, timeout=300, env=env,
                           start_new_session=True)
-    assert proc.returncode == 130, proc.stderr
+    assert proc.returncode == code, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: interrupted (the wavs written so far are complete; rerun with the same arguments to do the rest)"
+        f"error: {word} (the wavs written so far are complete; rerun with the same arguments to do the rest)"
     )
     wavs = list(out.rglob("*.wav"))
     assert 5 <= len(wavs) <= 20, len(wavs)

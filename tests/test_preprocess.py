@@ -104,6 +104,23 @@ def test_skips_up_to_date_and_redoes_changed(corpus):
     assert "2 written" in run(corpus, "--workers", "1", "--force").output
 
 
+def test_hidden_files_are_not_data_and_stale_temporaries_go(corpus):
+    # A killed worker leaves ".x.wav.spec.npy.<random>.tmp"; macOS copies leave "._x.wav" forks;
+    # an interrupted corpus run could leave ".x.wav.<random>.wav". None of them is a recording.
+    wav = corpus / "utt0.wav"
+    stale = corpus / ".utt0.wav.spec.npy.6mqju0i_.tmp"
+    stale.write_bytes(b"half a spectrogram")
+    for name in ("._utt0.wav", ".utt0.wav.0iuixgk4.wav"):
+        (corpus / name).write_bytes(wav.read_bytes())
+    (corpus / ".ipynb_checkpoints").mkdir()
+    shutil.copy(wav, corpus / ".ipynb_checkpoints" / "copy.wav")
+    result = run(corpus, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "2 written, 0 up to date, 0 failed" in result.output  # utt0 and sub/utt1 only
+    assert not stale.exists()
+    assert sorted(p.name for p in corpus.rglob("*.spec.npy")) == ["utt0.wav.spec.npy", "utt1.wav.spec.npy"]
+
+
 def test_stereo_is_downmixed_with_a_warning(tmp_path, speech_wav):
     audio, sr = sf.read(str(speech_wav), dtype="float32")
     stereo = tmp_path / "stereo.wav"

@@ -28,12 +28,18 @@ def corpus_command(
     """
     from diffwave.corpus import CorpusError, MANIFEST_NAME, make_corpus, summarize
 
+    from diffwave.interrupts import Terminated, stop_signals_raise
+
+    resume = "the wavs written so far are complete; rerun with the same arguments to do the rest"
     try:
-        entries = make_corpus(out_dir, sentences=sentences, seed=seed, heldout_fraction=heldout_fraction, workers=workers)
+        with stop_signals_raise():  # SIGTERM too: the voices in flight finish and no temporary is left
+            entries = make_corpus(out_dir, sentences=sentences, seed=seed, heldout_fraction=heldout_fraction, workers=workers)
     except CorpusError as exc:
         raise fail(str(exc)) from None
+    except Terminated:
+        raise fail(f"terminated ({resume})", code=143) from None
     except KeyboardInterrupt:
-        raise fail("interrupted (the wavs written so far are complete; rerun with the same arguments to do the rest)", code=130) from None
+        raise fail(f"interrupted ({resume})", code=130) from None
     for split, (count, hours) in summarize(entries).items():
         typer.echo(f"{split:8s} {count:6d} wavs  {hours * 60:8.1f} min  {out_dir / split}")
     typer.echo(f"manifest {out_dir / MANIFEST_NAME}")

@@ -39,11 +39,11 @@ class Synthesizer:
 
 
 def find_wavs(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Wav files named directly or found (non-recursively, sorted) in the given folders."""
+    """Wav files named directly or found (non-recursively, sorted, hidden names skipped) in the given folders."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            wavs = sorted(p.glob("*.wav"))
+            wavs = sorted(w for w in p.glob("*.wav") if not w.name.startswith("."))
             if not wavs:
                 raise FileNotFoundError(f"{p}: no .wav files in this folder")
             found.extend(wavs)
