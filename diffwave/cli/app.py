@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import typer
 
 app = typer.Typer(
@@ -17,3 +20,18 @@ def fail(message: str, code: int = 1) -> "typer.Exit":
     """Print one line to stderr and return the Exit to raise: ``raise fail(...)``."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def stop_signals_end_with(resume: str) -> Iterator[None]:
+    """Ctrl-C and SIGTERM inside the block end the command with one line saying ``resume``:
+    ``error: interrupted (…)`` exit 130, ``error: terminated (…)`` exit 143 (see diffwave.interrupts)."""
+    from diffwave.interrupts import Terminated, stop_signals_raise
+
+    try:
+        with stop_signals_raise():
+            yield
+    except Terminated:
+        raise fail(f"terminated ({resume})", code=143) from None
+    except KeyboardInterrupt:
+        raise fail(f"interrupted ({resume})", code=130) from None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .app import app, fail
+from .app import app, fail, stop_signals_end_with
 
 
 @app.command("corpus")
@@ -28,18 +28,12 @@ def corpus_command(
     """
     from diffwave.corpus import CorpusError, MANIFEST_NAME, make_corpus, summarize
 
-    from diffwave.interrupts import Terminated, stop_signals_raise
-
     resume = "the wavs written so far are complete; rerun with the same arguments to do the rest"
     try:
-        with stop_signals_raise():  # SIGTERM too: the voices in flight finish and no temporary is left
+        with stop_signals_end_with(resume):  # SIGTERM too: the voices in flight finish and no temporary is left
             entries = make_corpus(out_dir, sentences=sentences, seed=seed, heldout_fraction=heldout_fraction, workers=workers)
     except CorpusError as exc:
         raise fail(str(exc)) from None
-    except Terminated:
-        raise fail(f"terminated ({resume})", code=143) from None
-    except KeyboardInterrupt:
-        raise fail(f"interrupted ({resume})", code=130) from None
     for split, (count, hours) in summarize(entries).items():
         typer.echo(f"{split:8s} {count:6d} wavs  {hours * 60:8.1f} min  {out_dir / split}")
     typer.echo(f"manifest {out_dir / MANIFEST_NAME}")

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import app, fail
+from .app import app, fail, stop_signals_end_with
 
 
 @app.command("preprocess")
@@ -31,19 +31,12 @@ def preprocess_command(
     from diffwave.data import DataError
     from diffwave.preprocess import preprocess
 
-    from diffwave.interrupts import Terminated, stop_signals_raise
-
-    resume = "the spectrograms written so far are complete; rerun to do the rest"
     try:
         resolved = DiffWaveConfig.from_json(config) if config else DiffWaveConfig()
-        with stop_signals_raise():
+        with stop_signals_end_with("the spectrograms written so far are complete; rerun to do the rest"):
             report = preprocess(paths, resolved.features, workers=workers, force=force, progress=progress)
     except (DataError, ValueError) as exc:
         raise fail(str(exc)) from None
-    except Terminated:
-        raise fail(f"terminated ({resume})", code=143) from None
-    except KeyboardInterrupt:
-        raise fail(f"interrupted ({resume})", code=130) from None
     lines = report.summary_lines()
     typer.echo(lines[0], err=not report.ok)
     if not report.ok:

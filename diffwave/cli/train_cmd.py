@@ -7,9 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from diffwave.interrupts import Terminated, stop_signals_raise
-
-from .app import app, fail
+from .app import app, fail, stop_signals_end_with
 
 
 @app.command("train")
@@ -84,14 +82,10 @@ def train_command(
             compile=compile_network,
         )
         resolved = resolve_config(model_dir, config, overrides)
-        with stop_signals_raise():
+        with stop_signals_end_with("the last checkpoint is in place; rerun to resume"):
             result = launch(options, resolved, processes)
     except (TrainingError, DataError, CheckpointError, ValueError) as exc:
         raise fail(str(exc)) from None
-    except Terminated:
-        raise fail("terminated (the last checkpoint is in place; rerun to resume)", code=143) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted (the last checkpoint is in place; rerun to resume)", code=130) from None
     if result is not None:
         if result.step == result.start_step:
             typer.echo(f"{model_dir}: already at step {result.step}, nothing to do (raise --max-steps to go on)")
