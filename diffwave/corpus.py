@@ -40,7 +40,7 @@ from typing import Iterable, Optional, Sequence
 
 import soundfile as sf
 
-from runtime.bundle import atomic_output, write_text_atomic
+from runtime.bundle import atomic_output, stale_temporaries, write_text_atomic
 
 SAMPLE_RATE = 22050
 SPLITS = ("train", "heldout")
@@ -281,11 +281,11 @@ def _foreign_wavs(out_dir: Path, plan: Sequence[Utterance]) -> list[Path]:
 
 
 def _remove_stale_temporaries(out_dir: Path, plan: Sequence[Utterance]) -> None:
-    """Half-spoken wavs of a killed run (``.<planned name>.<random>.wav``): their wavs are rendered again."""
+    """Half-spoken wavs of a killed run: their wavs are rendered again."""
     planned = {Path(u.file).name for u in plan}
     for split in SPLITS:
-        for stale in (out_dir / split).glob(".*.wav"):
-            if stale.name[1:].split(".wav.", 1)[0] + ".wav" in planned:
+        for name, stale in stale_temporaries(out_dir / split, suffix=".wav"):
+            if name in planned:
                 stale.unlink(missing_ok=True)
 
 

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from runtime.bundle import FeatureSpec, atomic_output
+from runtime.bundle import FeatureSpec, atomic_output, stale_temporaries
 
 from . import interrupts
 from .audio import AudioError, read_wav
@@ -99,11 +99,11 @@ def _init_worker() -> None:
 
 
 def _remove_stale_temporaries(wavs: Sequence[Path]) -> None:
-    """Half-written spectrograms of a killed run (``.x.wav.spec.npy.<random>.tmp`` beside ``x.wav``)."""
-    names = {wav.name for wav in wavs}
+    """Half-written spectrograms of a killed run, beside their wavs."""
+    specs = {spec_path_for(wav) for wav in wavs}
     for folder in {wav.parent for wav in wavs}:
-        for stale in folder.glob(".*.wav.spec.npy.*.tmp"):
-            if stale.name[1:].split(".spec.npy.", 1)[0] in names:
+        for name, stale in stale_temporaries(folder):
+            if folder / name in specs:
                 stale.unlink(missing_ok=True)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -212,6 +213,19 @@ def atomic_output(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def stale_temporaries(folder: str | os.PathLike, suffix: str = ".tmp") -> Iterator[tuple[str, Path]]:
+    """(the name it was for, the file) for each temporary of :func:`atomic_output` in ``folder``.
+
+    Only a killed process (SIGKILL, a power cut) leaves one behind; the caller decides which of
+    them are its own to remove. The names are mkstemp's: ``.<name>.<8 random characters><suffix>``.
+    """
+    pattern = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}" + re.escape(suffix))
+    for path in Path(folder).glob(f".*{suffix}"):
+        match = pattern.fullmatch(path.name)
+        if match:
+            yield match["name"], path
 
 
 def current_umask() -> int:

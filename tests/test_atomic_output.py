@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from diffwave.audio import write_wav
-from runtime.bundle import atomic_output
+from runtime.bundle import atomic_output, stale_temporaries
 
 
 @pytest.fixture
@@ -52,3 +52,11 @@ def test_vocoded_wav_is_readable_by_others(tmp_path, umask):
     assert path.stat().st_mode & 0o044 == 0o044  # mkstemp's 0600 would hide it from a web server
     read, sr = sf.read(path, dtype="float32")
     assert sr == 22050 and np.abs(read - audio).max() < 1e-4
+
+
+def test_stale_temporaries_names_what_each_was_for(tmp_path):
+    # While the block runs, its temporary is what a killed process would leave behind.
+    with atomic_output(tmp_path / "x.wav.spec.npy") as spec_tmp, atomic_output(tmp_path / "y.wav", suffix=".wav") as wav_tmp:
+        (tmp_path / ".notes.tmp").write_text("not ours: no random part")
+        assert list(stale_temporaries(tmp_path)) == [("x.wav.spec.npy", spec_tmp)]
+        assert list(stale_temporaries(tmp_path, suffix=".wav")) == [("y.wav", wav_tmp)]
