@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from interleaved import print_table  # this folder is on sys.path when run as a script
+
 from diffwave.config import DiffWaveConfig
 from diffwave.data import scan
 from diffwave.distributed import DistContext
@@ -59,9 +61,7 @@ def main() -> None:
     for workers in (int(w) for w in args.workers.split(",")):
         first, per_second = rate(records, config, workers, args.batches)
         rows.append((str(workers), f"{first:.2f}", f"{per_second:.0f}", f"{per_second * batch:.0f}", f"{1e3 / per_second:.1f}"))
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    for row in [header] + rows:
-        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+    print_table(header, rows)
 
 
 if __name__ == "__main__":

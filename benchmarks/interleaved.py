@@ -1,4 +1,4 @@
-"""Timing for the probes in this folder: interleaved rounds and paired ratios.
+"""Timing for the probes in this folder: interleaved rounds, paired ratios, and their tables.
 
 Machines here are shared: load from other jobs comes and goes within a minute. Running every
 variant once per round, in a rotating order, spreads that load over all variants alike, and the
@@ -32,3 +32,10 @@ def print_paired(times: dict[str, list[float]], baseline: str, title: str) -> No
     for name, values in times.items():
         ratio = statistics.median(a / b for a, b in zip(times[baseline], values))
         print(f"  {name:{width}s} {statistics.median(values):7.3f} s  {ratio:5.2f}×  {[round(v, 3) for v in values]}")
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Right-aligned columns, each as wide as its widest cell."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from interleaved import time_interleaved  # this folder is on sys.path when run as a script
+from interleaved import print_table, time_interleaved  # this folder is on sys.path when run as a script
 
 from diffwave.config import DiffWaveConfig
 from diffwave.data import Batch
@@ -123,12 +123,10 @@ def main() -> None:
     for name in args.config or ["small", "base"]:
         config = load_config(name, args.batch_size, args.crop_frames)
         rows += bench(config, name, args.rounds, args.steps, args.device, precisions, args.compile)
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"training step on {where}, torch {torch.__version__}, batch {args.batch_size} × {args.crop_frames} frames, "
           f"median of {args.rounds} interleaved rounds of {args.steps} steps")
-    for row in [header] + rows:
-        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+    print_table(header, rows)
 
 
 if __name__ == "__main__":
