@@ -1,4 +1,4 @@
-"""Run ``python -m diffwave ...`` with stop signals sent to itself at chosen points (for test_train_signals.py).
+"""Run ``python -m diffwave ...`` with stop signals sent to itself at chosen points (for test_interrupts.py).
 
 Signals normally land wherever the process happens to be; these hooks make the two unsafe places
 happen every time. ``PROBE`` picks one:
@@ -10,12 +10,16 @@ happen every time. ``PROBE`` picks one:
 * ``completed:N:SIG`` — to the whole process group, as a terminal's Ctrl-C does, when
   ``diffwave preprocess`` or ``diffwave corpus`` has N files back from its workers (run this in
   its own session).
+* ``called:MODULE.FUNCTION:N:SIG`` — right after the Nth call of that function returns in the
+  main process, e.g. ``called:soundfile.write:2:SIGTERM``: a wav's temporary is written and not
+  yet renamed.
 
 The hooks only choose the moment: the DataLoader, the workers and training are the real ones.
 """
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing.connection as connection
 import os
 import signal
@@ -46,20 +50,32 @@ def _after_nth_item(iterable_fn, n: int, names: str):
     return hooked
 
 
-def _on_nth_call(function, n: int, names: str):
+def _on_nth_call(function, n: int, names: str, after: bool = False):
+    """``function`` that sends the signals at its Nth call in the main process: before the call, or after it returns."""
     calls = [0]
 
     def hooked(*args, **kwargs):
-        if os.getpid() == MAIN:  # forked workers inherit the hook; only the main process counts
+        main = os.getpid() == MAIN  # forked workers inherit the hook; only the main process counts
+        if main:
             calls[0] += 1
-            if calls[0] == n:
-                _send(names)
-        return function(*args, **kwargs)
+        now = main and calls[0] == n
+        if now and not after:
+            _send(names)
+        result = function(*args, **kwargs)
+        if now and after:
+            _send(names)
+        return result
 
     return hooked
 
 
 def install(probe: str) -> None:
+    if probe.startswith("called:"):
+        _, target, n, names = probe.split(":")
+        module_name, function_name = target.rsplit(".", 1)
+        module = importlib.import_module(module_name)
+        setattr(module, function_name, _on_nth_call(getattr(module, function_name), int(n), names, after=True))
+        return
     where, n, names = probe.split(":")
     if where == "handover":
         connection.answer_challenge = _on_nth_call(connection.answer_challenge, int(n), names)

@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from .app import app, fail
+from .app import app, fail, stop_signals_end_with
 
 EXIT_BAD_INPUT, EXIT_USAGE, EXIT_CANNOT_RUN = 1, 2, 3
 
@@ -99,14 +99,15 @@ def bench_command(
         backends=names,
         progress=progress,
     )
-    with tempfile.TemporaryDirectory(prefix="diffwave-bench-") as tmp:
-        models = _prepare_models(Path(tmp), onnx, checkpoint, engine, names, seed)
-        _check_schedule(models.metadata, settings.steps)
-        typer.echo(f"weights: {models.weights}", err=True)
-        try:
-            report = run_bench(settings, models, log=lambda m: typer.echo(m, err=True))
-        except ValueError as exc:
-            raise fail(str(exc), code=EXIT_CANNOT_RUN) from None
+    with stop_signals_end_with("no results; its temporary models were removed"):
+        with tempfile.TemporaryDirectory(prefix="diffwave-bench-") as tmp:
+            models = _prepare_models(Path(tmp), onnx, checkpoint, engine, names, seed)
+            _check_schedule(models.metadata, settings.steps)
+            typer.echo(f"weights: {models.weights}", err=True)
+            try:
+                report = run_bench(settings, models, log=lambda m: typer.echo(m, err=True))
+            except ValueError as exc:
+                raise fail(str(exc), code=EXIT_CANNOT_RUN) from None
     typer.echo(f"machine: {report.machine.describe()}")
     typer.echo(report.table())
     if json_file is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from .app import app, fail
+from .app import app, fail, stop_signals_end_with
 
 
 @app.command("demo")
@@ -31,14 +31,15 @@ def demo_command(
         files = default_model()
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
-    bundle = default_bundle(log=lambda m: typer.echo(m, err=True))
-    vocoder = Vocoder.load(bundle, device="cpu")
-    mel = np.load(files.sample_spectrogram)
-    vocoder(mel[:, :32], steps=steps, seed=seed)  # warm-up: sessions and buffers
-    start = time.perf_counter()
-    audio = vocoder(mel, steps=steps, seed=seed)[0]
-    wall = time.perf_counter() - start
-    write_wav(output, audio, vocoder.sample_rate)
+    with stop_signals_end_with("nothing half-written is left"):
+        bundle = default_bundle(log=lambda m: typer.echo(m, err=True))
+        vocoder = Vocoder.load(bundle, device="cpu")
+        mel = np.load(files.sample_spectrogram)
+        vocoder(mel[:, :32], steps=steps, seed=seed)  # warm-up: sessions and buffers
+        start = time.perf_counter()
+        audio = vocoder(mel, steps=steps, seed=seed)[0]
+        wall = time.perf_counter() - start
+        write_wav(output, audio, vocoder.sample_rate)
     seconds = len(audio) / vocoder.sample_rate
     typer.echo(
         f"vocoded {files.sample_wav.name} ({seconds:.2f} s of audio, {mel.shape[-1]} frames) in {wall:.2f} s "

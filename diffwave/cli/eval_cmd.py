@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import app, fail
+from .app import app, fail, stop_signals_end_with
 
 
 HELP = (
@@ -66,27 +66,28 @@ def eval_command(
     from runtime import Vocoder
     from runtime.errors import VocoderError
 
-    synthesizers, spec, first = [], None, None
-    labels = _labels(models)
-    for (kind, path), label in zip(models, labels):
-        try:
-            vocoder = Vocoder.load(path)
-        except (VocoderError, OSError, ValueError) as exc:
-            raise fail(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
-        features = vocoder.metadata.features
-        if spec is None:
-            spec, first = features, label
-        elif features != spec:
-            raise fail(f"{label} uses different features than {first} ({_differs(spec, features)}); compare models with the same front end")
-        synthesizers.append(Synthesizer(SystemInfo(label, kind, str(path)), _vocode_fn(vocoder, steps, seed)))
+    with stop_signals_end_with("nothing half-written is left; no table was produced"):
+        synthesizers, spec, first = [], None, None
+        labels = _labels(models)
+        for (kind, path), label in zip(models, labels):
+            try:
+                vocoder = Vocoder.load(path)
+            except (VocoderError, OSError, ValueError) as exc:
+                raise fail(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
+            features = vocoder.metadata.features
+            if spec is None:
+                spec, first = features, label
+            elif features != spec:
+                raise fail(f"{label} uses different features than {first} ({_differs(spec, features)}); compare models with the same front end")
+            synthesizers.append(Synthesizer(SystemInfo(label, kind, str(path)), _vocode_fn(vocoder, steps, seed)))
 
-    try:
-        report = evaluate(
-            files, synthesizers, spec, steps=steps, seed=seed, griffin_lim_iterations=griffin_lim_iterations,
-            perceptual=perceptual, save_audio=save_audio, spectrograms=spectrograms,
-        )
-    except ValueError as exc:  # AudioError, VocoderError: one line naming the file
-        raise fail(str(exc)) from None
+        try:
+            report = evaluate(
+                files, synthesizers, spec, steps=steps, seed=seed, griffin_lim_iterations=griffin_lim_iterations,
+                perceptual=perceptual, save_audio=save_audio, spectrograms=spectrograms,
+            )
+        except ValueError as exc:  # AudioError, VocoderError: one line naming the file
+            raise fail(str(exc)) from None
     typer.echo(report.table())
     if json_file is not None:
         typer.echo(f"wrote {report.write_json(json_file)}")

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import app, fail
+from .app import app, fail, stop_signals_end_with
 
 #: exit statuses besides 0 (done) and 1 (bad input, build failure); 2 is the CLI's usage error.
 EXIT_TENSORRT_MISSING = 3
@@ -90,58 +90,59 @@ def export_command(
     if check and not onnx_only and not _cuda_available():
         raise fail("--check runs the engine and needs a CUDA GPU; none is visible here (build without --check)")
 
-    is_bundle = source.is_dir() and (source / METADATA_NAME).is_file() and not (source / "weights.pt").exists()
-    if is_bundle:
-        if output is not None and output.resolve() != source.resolve():
-            raise fail(f"{source} is a bundle: its plan is built in place, leave out -o")
-        if onnx_only:
-            raise fail(f"{source} is already an ONNX bundle; --onnx-only leaves nothing to do")
-        bundle = source
-    else:
-        if not source.exists():
-            raise fail(f"{source}: no such checkpoint, model directory or bundle")
-        if output is None:
-            raise fail("-o/--output is required when exporting a checkpoint")
+    with stop_signals_end_with("nothing half-written is left; rerun to export"):
+        is_bundle = source.is_dir() and (source / METADATA_NAME).is_file() and not (source / "weights.pt").exists()
+        if is_bundle:
+            if output is not None and output.resolve() != source.resolve():
+                raise fail(f"{source} is a bundle: its plan is built in place, leave out -o")
+            if onnx_only:
+                raise fail(f"{source} is already an ONNX bundle; --onnx-only leaves nothing to do")
+            bundle = source
+        else:
+            if not source.exists():
+                raise fail(f"{source}: no such checkpoint, model directory or bundle")
+            if output is None:
+                raise fail("-o/--output is required when exporting a checkpoint")
+            try:
+                model = load_model(source, use_ema=ema)
+            except CheckpointError as exc:
+                raise fail(str(exc)) from None
+            log(f"{source}: {describe_weights(model)}")
+            settings = ExportSettings(precision=precision, profile=profile, seed=seed, force=force, progress=progress)
+            try:
+                result = export_bundle(model, output, settings, log=log)
+            except ParityGateFailed as exc:
+                for line in exc.report.lines():
+                    log(line)
+                raise fail(f"{exc}; no bundle written to {output}", code=EXIT_GATE_FAILED) from None
+            except (ExportError, BundleError, StepGraphError, Fp16ConversionError) as exc:
+                raise fail(str(exc)) from None
+            typer.echo(f"wrote {output}: {', '.join(sorted(result.metadata.onnx_sha256))}, {METADATA_NAME} "
+                       f"(export {result.export_seconds:.1f} s, parity gate {result.gate_seconds:.1f} s)")
+            bundle = output
+            if onnx_only:
+                return
+
+        plan_settings = PlanSettings(target=trt_target, precision=precision, profile=profile,
+                                     compute_capabilities=capabilities,
+                                     workspace_bytes=None if workspace_mib is None else workspace_mib * 2**20,
+                                     progress=progress)
+        def check_engine(onnx_path, plan, metadata):
+            from export.engine_check import check_plan
+
+            check_plan(trt_target, onnx_path, plan, metadata, profile, precision)
+            log(f"--check: {trt_target.plan_name} matches ONNX Runtime")
+
         try:
-            model = load_model(source, use_ema=ema)
-        except CheckpointError as exc:
-            raise fail(str(exc)) from None
-        log(f"{source}: {describe_weights(model)}")
-        settings = ExportSettings(precision=precision, profile=profile, seed=seed, force=force, progress=progress)
-        try:
-            result = export_bundle(model, output, settings, log=log)
-        except ParityGateFailed as exc:
-            for line in exc.report.lines():
-                log(line)
-            raise fail(f"{exc}; no bundle written to {output}", code=EXIT_GATE_FAILED) from None
-        except (ExportError, BundleError, StepGraphError, Fp16ConversionError) as exc:
-            raise fail(str(exc)) from None
-        typer.echo(f"wrote {output}: {', '.join(sorted(result.metadata.onnx_sha256))}, {METADATA_NAME} "
-                   f"(export {result.export_seconds:.1f} s, parity gate {result.gate_seconds:.1f} s)")
-        bundle = output
-        if onnx_only:
-            return
-
-    plan_settings = PlanSettings(target=trt_target, precision=precision, profile=profile,
-                                 compute_capabilities=capabilities,
-                                 workspace_bytes=None if workspace_mib is None else workspace_mib * 2**20,
-                                 progress=progress)
-    def check_engine(onnx_path, plan, metadata):
-        from export.engine_check import check_plan
-
-        check_plan(trt_target, onnx_path, plan, metadata, profile, precision)
-        log(f"--check: {trt_target.plan_name} matches ONNX Runtime")
-
-    try:
-        info, _ = build_bundle_plan(bundle, plan_settings, check=check_engine if check else None, log=log)
-    except TensorRTMissing as exc:
-        command = polygraphy_command_for(bundle, plan_settings)
-        raise fail(f"{exc}; the ONNX bundle in {bundle} is complete; to build {trt_target.plan_name} on a machine "
-                   f"with {trt_target.display_name}: {command}", code=EXIT_TENSORRT_MISSING) from None
-    except (EngineBuildError, EngineCheckFailed, BundleError, ExportError) as exc:
-        raise fail(f"{exc}; no plan written") from None
-    typer.echo(f"wrote {bundle / info.file} ({info.precision}, {trt_target.display_name} {info.library_version}, "
-               f"runs on compute capability {', '.join(info.compute_capabilities) or 'of the build GPU'})")
+            info, _ = build_bundle_plan(bundle, plan_settings, check=check_engine if check else None, log=log)
+        except TensorRTMissing as exc:
+            command = polygraphy_command_for(bundle, plan_settings)
+            raise fail(f"{exc}; the ONNX bundle in {bundle} is complete; to build {trt_target.plan_name} on a machine "
+                       f"with {trt_target.display_name}: {command}", code=EXIT_TENSORRT_MISSING) from None
+        except (EngineBuildError, EngineCheckFailed, BundleError, ExportError) as exc:
+            raise fail(f"{exc}; no plan written") from None
+        typer.echo(f"wrote {bundle / info.file} ({info.precision}, {trt_target.display_name} {info.library_version}, "
+                   f"runs on compute capability {', '.join(info.compute_capabilities) or 'of the build GPU'})")
 
 
 def _cuda_available() -> bool:

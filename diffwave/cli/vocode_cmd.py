@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from .app import app, fail
+from .app import app, fail, stop_signals_end_with
 
 EXIT_BAD_INPUT, EXIT_USAGE, EXIT_CANNOT_RUN = 1, 2, 3
 
@@ -82,18 +82,19 @@ def vocode_command(
         raise fail("--seconds synthesises from noise alone: give no input files with it", code=EXIT_USAGE)
     schedule = _parse_steps(steps)
 
-    try:
-        vocoder = Vocoder.load(chosen[0], device=device, threads=threads, spinning=spinning, max_frames=max_frames)
-        vocoder.schedule(schedule)  # an unknown schedule fails before any input is read
-        if seconds is not None:
-            produced = _generate(vocoder, out_dir, seconds, count, batch_size, schedule, seed, float_output)
-        else:
-            jobs = _load_inputs(inputs or [], out_dir, vocoder)
-            produced = _vocode(vocoder, jobs, batch_size, schedule, seed, float_output)
-    except (TensorRTMissing, DeviceUnsupported) as exc:
-        raise fail(str(exc), code=EXIT_CANNOT_RUN) from None
-    except (VocoderError, BundleError, AudioError) as exc:
-        raise fail(str(exc), code=EXIT_BAD_INPUT) from None
+    with stop_signals_end_with("every wav written so far is complete"):
+        try:
+            vocoder = Vocoder.load(chosen[0], device=device, threads=threads, spinning=spinning, max_frames=max_frames)
+            vocoder.schedule(schedule)  # an unknown schedule fails before any input is read
+            if seconds is not None:
+                produced = _generate(vocoder, out_dir, seconds, count, batch_size, schedule, seed, float_output)
+            else:
+                jobs = _load_inputs(inputs or [], out_dir, vocoder)
+                produced = _vocode(vocoder, jobs, batch_size, schedule, seed, float_output)
+        except (TensorRTMissing, DeviceUnsupported) as exc:
+            raise fail(str(exc), code=EXIT_CANNOT_RUN) from None
+        except (VocoderError, BundleError, AudioError) as exc:
+            raise fail(str(exc), code=EXIT_BAD_INPUT) from None
     files, audio_seconds, wall = produced
     rtf = wall / audio_seconds if audio_seconds > 0 else float("nan")
     typer.echo(
