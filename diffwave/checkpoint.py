@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from runtime.bundle import atomic_output
 
 from .config import DiffWaveConfig
 
@@ -157,26 +158,12 @@ def save_checkpoint(model_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     target = model_dir / f"weights-{ckpt.step}.pt"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=model_dir)
-    try:
-        _chmod_as_umask(fd)
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(ckpt.to_dict(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(target, suffix=".tmp") as tmp, open(tmp, "wb") as fh:
+        torch.save(ckpt.to_dict(), fh)
+        fh.flush()
+        os.fsync(fh.fileno())  # on disk before the rename: a power cut must not leave weights.pt pointing at nothing
     _point_latest_at(model_dir, target.name)
     return target
-
-
-def _chmod_as_umask(fd: int) -> None:
-    """mkstemp creates files 0600; give the checkpoint the permissions a plain open() would have."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
 
 
 def _point_latest_at(model_dir: Path, name: str) -> None:
