@@ -60,3 +60,15 @@ def test_stale_temporaries_names_what_each_was_for(tmp_path):
         (tmp_path / ".notes.tmp").write_text("not ours: no random part")
         assert list(stale_temporaries(tmp_path)) == [("x.wav.spec.npy", spec_tmp)]
         assert list(stale_temporaries(tmp_path, suffix=".wav")) == [("y.wav", wav_tmp)]
+
+
+def test_checkpoint_is_readable_by_others_and_leaves_no_temporary(tmp_path, umask):
+    from diffwave.checkpoint import Checkpoint, save_checkpoint
+    from helpers import random_model, tiny_config
+
+    umask(0o022)
+    config = tiny_config()
+    path = save_checkpoint(tmp_path, Checkpoint(step=7, model=random_model(config).state_dict(), params=config.to_params()))
+    assert path.name == "weights-7.pt"
+    assert path.stat().st_mode & 0o044 == 0o044  # a serving account reads the weights a training account wrote
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights-7.pt", "weights.pt"]
