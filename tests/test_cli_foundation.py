@@ -162,3 +162,25 @@ def test_train_already_done_and_architecture_change(tmp_path, preprocessed_dir, 
     wider.write_text(json.dumps({**TINY_PARAMS, "residual_channels": 32}))
     one_error_line(train_cli(model_dir, preprocessed_dir, "--config", wider), "residual_channels=16 -> 32", "new model directory")
     assert load_checkpoint(model_dir).step == 1
+
+
+@pytest.mark.parametrize(
+    "command, sentence",
+    [
+        ("train", "Several GPUs: all are used by default (one spawned process each)"),
+        ("export", "the gate takes about a minute of CPU and ~5 GB of memory"),
+        ("vocode", "feature preset (copy-synthesis). Each output is OUT/<name>.wav"),
+    ],
+)
+def test_help_paragraphs_wrap_to_the_terminal(command, sentence):
+    # A docstring's source line breaks must not survive into --help: at 200 columns every one of
+    # these sentences fits on one line, and before reflowing each was broken where the source was.
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert sentence in result.stdout
+
+
+def test_reflow_keeps_paragraphs_apart():
+    from diffwave.cli.app import reflow
+
+    assert reflow("First line\n    goes on.\n\n    Second\n    paragraph.\n") == "First line goes on.\n\nSecond paragraph."

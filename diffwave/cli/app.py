@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Iterator
 
 import typer
@@ -14,6 +15,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def reflow(text: str) -> str:
+    """``text`` with each paragraph on one line (paragraphs stay apart).
+
+    Typer's rich help keeps a docstring's line breaks after its first paragraph, so source
+    wrapped at 100 columns printed ragged in every terminal of another width; rich wraps a
+    one-line paragraph to the terminal itself.
+    """
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+def reflow_command_help(typer_app: typer.Typer) -> None:
+    """Give every registered command its help (``help=`` or the docstring) reflowed, see :func:`reflow`."""
+    for info in typer_app.registered_commands:
+        text = info.help or (info.callback.__doc__ if info.callback else None)
+        if text:
+            info.help = reflow(text)
 
 
 def fail(message: str, code: int = 1) -> "typer.Exit":
