@@ -22,8 +22,9 @@ EXIT_BAD_INPUT, EXIT_USAGE, EXIT_CANNOT_RUN = 1, 2, 3
 HELP = (
     "Time every backend this machine has against lmnt's own sampling loop, in one run.\n\n"
     "Backends: TensorRT, ONNX Runtime CPU/CUDA, PyTorch CPU/CUDA, with and without CUDA graphs. The reference is "
-    "lmnt's loop (eager PyTorch, whole network every step) on the same weights and inputs. Prints backend, batch, audio seconds, median ms, real-time factor, × real time, speed-up over that loop and "
-    "peak memory. Without a model, a random-weight model of the base architecture is used (speed does not depend on weights)."
+    "lmnt's loop (eager PyTorch, whole network every step) on the same weights and inputs. Prints backend, batch, "
+    "audio seconds, median ms, real-time factor, × real time, speed-up over that loop and peak memory. "
+    "Without a model, a random-weight model of the base architecture is used (speed does not depend on weights)."
 )
 
 
