@@ -21,7 +21,7 @@ def train_command(
     ),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch, split evenly over processes (default: the config's; lmnt's is 16)."),
     fp16: bool = typer.Option(False, "--fp16", help="float16 autocast with a GradScaler (CUDA only)."),
-    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (CUDA or CPU; on CPUs with AVX512-BF16 or AMX a training step is 1.6–2.5× faster, benchmarks/README.md)."),
+    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (CUDA or CPU; on CPUs with AVX512-BF16 or AMX a training step is 1.4–2.5× faster, but in one small-model comparison its held-out loss ended worse, see benchmarks/README.md)."),
     config: Optional[Path] = typer.Option(
         None, "--config", help='JSON of lmnt params keys overriding the defaults (or, when resuming, the checkpoint\'s), '
         'e.g. {"residual_layers": 4, "learning_rate": 1e-4, "ema_decay": 0.9999}.'
