@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from probe import export_random_base  # this folder is on sys.path when run as a script
+from interleaved import paired_speedup, time_interleaved  # this folder is on sys.path when run as a script
+from probe import export_random_base
 
 
 def main(argv: list[str]) -> None:
@@ -66,16 +67,10 @@ def main(argv: list[str]) -> None:
                     for m in (64, 128, 256, 512)}
         for v in vocoders.values():
             v(mel, seed=0)
-        times: dict[int, list[float]] = {m: [] for m in vocoders}
-        keys = list(vocoders)
-        for r in range(args.rounds):
-            for m in keys[r % len(keys):] + keys[: r % len(keys)]:
-                started = time.perf_counter()
-                vocoders[m](mel, seed=0)
-                times[m].append(time.perf_counter() - started)
+        times = time_interleaved({m: (lambda v=v: v(mel, seed=0)) for m, v in vocoders.items()}, args.rounds)
         print(f"2. whole call, {args.seconds:g} s ({frames} frames), 6 steps: median, and paired ratio to max_frames=512")
         for m, values in times.items():
-            ratio = statistics.median(a / b for a, b in zip(times[512], values))
+            ratio = paired_speedup(times[512], values)
             print(f"   max_frames {m:3d}: {statistics.median(values):7.3f} s  {ratio:4.2f}×  {[round(v, 2) for v in values]}")
 
 

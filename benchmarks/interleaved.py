@@ -25,12 +25,17 @@ def time_interleaved(calls: dict[str, Callable[[], object]], rounds: int) -> dic
     return times
 
 
+def paired_speedup(baseline: list[float], values: list[float]) -> float:
+    """Median over rounds of baseline time / variant time (> 1: the variant is faster)."""
+    return statistics.median(a / b for a, b in zip(baseline, values))
+
+
 def print_paired(times: dict[str, list[float]], baseline: str, title: str) -> None:
     """Median seconds and the median of per-round ratios baseline / variant (> 1: faster)."""
     width = max(map(len, times))
     print(f"{title}: median s per call, speed-up vs {baseline} (paired)")
     for name, values in times.items():
-        ratio = statistics.median(a / b for a, b in zip(times[baseline], values))
+        ratio = paired_speedup(times[baseline], values)
         print(f"  {name:{width}s} {statistics.median(values):7.3f} s  {ratio:5.2f}×  {[round(v, 3) for v in values]}")
 
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from interleaved import print_table, time_interleaved  # this folder is on sys.path when run as a script
+from interleaved import paired_speedup, print_table, time_interleaved  # this folder is on sys.path when run as a script
 
 from diffwave.config import DiffWaveConfig
 from diffwave.data import Batch
@@ -97,7 +97,7 @@ def bench(
     rows = []
     for label, values in times.items():
         per_step = statistics.median(values) / steps
-        ratio = statistics.median(a / b for a, b in zip(times[reference], values))
+        ratio = paired_speedup(times[reference], values)
         rows.append((name, label, f"{per_step * 1e3:.1f}", f"{1 / per_step:.2f}", f"{batch.audio.numel() / per_step / 1e3:.0f}",
                      f"{ratio:.2f}×", f"{flops / per_step / 1e9:.0f}", f"{warm_up[label]:.1f}"))
     return rows
