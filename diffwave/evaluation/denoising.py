@@ -7,8 +7,8 @@ or show progress. This measure skips the invention: it noises the *recording* to
 one inference step, x_k = √ᾱ_k·x₀ + √(1−ᾱ_k)·ε, lets the network predict ε̂ once, and scores
 the estimate x̂₀ = (x_k − √(1−ᾱ_k)·ε̂)/√ᾱ_k against the recording. At level 0 (the fast
 schedule's β = 1e-4, noise std 0.01) x̂₀ is exactly what the sampler's last step computes, so
-the residual noise it leaves is also left in every vocoded file: a model whose last step leaves
-PESQ-WB below Griffin-Lim's cannot pass the quality bar from pure noise either.
+the sampler's last step leaves the same kind of residual in every vocoded file: a model whose
+last step leaves PESQ-WB below Griffin-Lim's is unlikely to pass the quality bar from pure noise.
 
 An untrained network (ε̂ = 0) returns the noisy input unchanged; a network that ignores its
 step embedding or its weights' order removes nothing; models/README.md has the numbers.
@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from runtime.schedule import ReverseSchedule, cumulative_alphas
+from runtime.schedule import align_to_training_steps, cumulative_alphas
 
 from .metrics import snr_db
 from .perceptual import pesq_wb
@@ -34,6 +34,7 @@ class OneStepDenoising:
 
     level: int  #: inference step n (0 = the last, least noisy step)
     noise_std: float  #: √(1−ᾱ_n)/√ᾱ_n: the noise's std on the recording's scale
+    recording: np.ndarray  #: float32, the recording cut or zero-padded to frames × hop samples
     noisy: np.ndarray  #: x_n/√ᾱ_n, float32, the recording plus that noise
     denoised: np.ndarray  #: x̂₀, float32, clamped to [−1, 1] like the sampler's output
 
@@ -75,7 +76,7 @@ def denoise_one_step(
 
     alpha_cum = float(cumulative_alphas(betas)[level])
     signal, noise = alpha_cum**0.5, (1.0 - alpha_cum) ** 0.5
-    step = float(ReverseSchedule.create(training, betas).steps[level])
+    step = float(align_to_training_steps(training, betas)[level])
     generator = torch.Generator().manual_seed(seed)
     x = signal * clean + noise * torch.randn(1, length, generator=generator)
     device = next(model.parameters()).device
@@ -85,6 +86,7 @@ def denoise_one_step(
     return OneStepDenoising(
         level=level,
         noise_std=noise / signal,
+        recording=clean[0].numpy(),
         noisy=(x / signal)[0].numpy(),
         denoised=estimate[0].numpy(),
     )
@@ -95,9 +97,7 @@ def score_one_step(
 ) -> OneStepScore:
     """PESQ-WB and SNR of the noisy input and of the one-step estimate (see the module docstring)."""
     result = denoise_one_step(model, audio, features, level=level, seed=seed)
-    reference = np.zeros_like(result.noisy)
-    recording = np.asarray(audio, dtype=np.float32).reshape(-1)[: len(reference)]
-    reference[: len(recording)] = recording
+    reference = result.recording
     return OneStepScore(
         level=level,
         noise_std=result.noise_std,
