@@ -9,7 +9,7 @@ resonances and cut into syllable-like bursts separated by digital silence.
 Why: speech makes it hard to tell whether a vocoder that outputs shaped noise is under-trained
 or broken. These files hold nothing but harmonics, so a network that has learnt anything about
 periodicity shows harmonic lines on them first (models/README.md, stop 12: the 12 x 32 CPU
-network shows none after 4000 steps; a GPU session can run the base network on them for a few
+network shows none after 5500 steps; a GPU session can run the base network on them for a few
 minutes before spending its budget on the espeak-ng corpus). Deterministic given the seed.
 """
 
