@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from diffwave.audio import write_wav
+from runtime.bundle import FeatureSpec
 
-SAMPLE_RATE = 22_050
+SAMPLE_RATE = FeatureSpec().sample_rate  # the rate the default features (and preprocess) expect
 F0_RANGE_HZ = (90.0, 260.0)  # low male to high female voices
 TOP_HZ = 7_500.0  # harmonics above this are dropped (the features stop at 8 kHz)
 HARMONICS = 59  # per file before the TOP_HZ cut; the stop-12 corpus was made with these numbers
