@@ -53,6 +53,10 @@ class TrainConfig:
     audio_len: int = 22050 * 5  #: crop length in samples for unconditional training
     ema_decay: Optional[float] = None  #: e.g. 0.9999 keeps an exponential moving average of the weights
     seed: int = 0
+    #: Weight of the log-magnitude STFT term on x̂₀ (diffwave/spectral_loss.py); 0 = lmnt's loss alone.
+    spectral_loss_weight: float = 0.0
+    #: The term covers training steps 0..spectral_loss_max_step (4: the fast schedule's three finest).
+    spectral_loss_max_step: int = 4
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,13 @@ class DiffWaveConfig:
             )
         if self.train.crop_mel_frames < 1 or self.train.batch_size < 1:
             raise ValueError("crop_mel_frames and batch_size must be positive")
+        if not self.train.spectral_loss_weight >= 0:  # also refuses NaN
+            raise ValueError(f"spectral_loss_weight={self.train.spectral_loss_weight}: must be 0 (off) or positive")
+        if not 0 <= self.train.spectral_loss_max_step < len(self.diffusion.noise_schedule):
+            raise ValueError(
+                f"spectral_loss_max_step={self.train.spectral_loss_max_step}: must be a training step, "
+                f"0..{len(self.diffusion.noise_schedule) - 1}"
+            )
 
 
 def network_param_keys() -> frozenset[str]:

@@ -37,6 +37,7 @@ from .config import DiffWaveConfig, network_param_keys
 from .data import Batch, CropBatchSampler, CropDataset, DataError, Record, collate, scan
 from .distributed import DistContext
 from .model import DiffWave
+from .spectral_loss import low_noise_spectral_loss
 from .validation import ValidationSet
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -229,6 +230,11 @@ class Learner:
         with mixed:
             predicted = self.network(noisy, t, spectrogram)
         loss = F.l1_loss(predicted.squeeze(1).float(), noise)
+        if self.config.train.spectral_loss_weight > 0:
+            extra = low_noise_spectral_loss(
+                noisy, predicted.squeeze(1).float(), audio, t, self.alpha_cum, self.config.train.spectral_loss_max_step
+            )
+            loss = loss + self.config.train.spectral_loss_weight * extra
 
         # Checked before the update (and agreed on by all ranks), so no non-finite weights are ever stored.
         mean_loss = float(ddp.mean_over_ranks(loss.detach(), self.ctx))
