@@ -100,7 +100,6 @@ class TrainResult:
 
 # -- configuration --------------------------------------------------------------------
 
-#: params keys that fix the network or its inputs: a resumed run may not change them.
 def existing_checkpoint(model_dir: Path) -> Optional[Path]:
     """The model directory's ``weights.pt``, None if there is none; a dangling link is an error."""
     latest = Path(model_dir) / LATEST_NAME
