@@ -228,10 +228,11 @@ class Learner:
         mixed = torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else contextlib.nullcontext()
         with mixed:
             predicted = self.network(noisy, t, spectrogram)
-        loss = F.l1_loss(predicted.squeeze(1).float(), noise)
+        predicted_noise = predicted.squeeze(1).float()
+        loss = F.l1_loss(predicted_noise, noise)
         if self.config.train.spectral_loss_weight > 0:
             extra = low_noise_spectral_loss(
-                noisy, predicted.squeeze(1).float(), audio, t, self.alpha_cum, self.config.train.spectral_loss_max_step
+                noisy, predicted_noise, audio, t, self.alpha_cum, self.config.train.spectral_loss_max_step
             )
             loss = loss + self.config.train.spectral_loss_weight * extra
 
