@@ -23,7 +23,7 @@ runner = CliRunner()
 #: The JSON contract, spelled out here (not derived from the dataclasses) so a rename fails this test.
 TOP_KEYS = {"schema", "steps", "seed", "sample_rate", "griffin_lim_iterations", "perceptual", "systems", "files", "rows", "means", "snr", "mean_snr"}
 ROW_KEYS = {
-    "file", "system", "mel_cycle_db", "mrstft", "pesq_wb",
+    "file", "system", "mel_cycle_db", "mrstft", "periodicity", "pesq_wb",
     "dnsmos_overall", "dnsmos_signal", "dnsmos_background", "dnsmos_p808",
 }
 SYSTEM_KEYS = {"name", "kind", "path"}
@@ -43,6 +43,7 @@ def check_schema(doc: dict, n_files: int, models: list[str], perceptual: bool) -
     assert all(set(s) == SNR_KEYS for s in doc["snr"] + doc["mean_snr"])
     for row in doc["rows"] + doc["means"]:
         assert isinstance(row["mel_cycle_db"], float) and isinstance(row["mrstft"], float)
+        assert isinstance(row["periodicity"], float)
         for key in ("pesq_wb", "dnsmos_overall", "dnsmos_signal", "dnsmos_background", "dnsmos_p808"):
             assert (row[key] is not None) == perceptual, (key, row)
 

@@ -13,7 +13,8 @@ from .app import app, fail, stop_signals_end_with
 HELP = (
     "Vocode each recording's features and score the audio against the recording.\n\n"
     "Per file and on average: mel-cycle distance (features of the output vs the input features, dB), "
-    "multi-resolution STFT distance to the recording (auraloss), PESQ wide-band and DNSMOS. "
+    "multi-resolution STFT distance to the recording (auraloss), periodicity of the loud frames "
+    "(1 = harmonics, near 0 = shaped noise; compare with the original's), PESQ wide-band and DNSMOS. "
     "The original recording (ceiling) and Griffin-Lim on the same features (weight-free anchor) "
     "are always in the table. With two or more models, also the SNR between their outputs from identical noise."
 )

@@ -25,6 +25,7 @@ from runtime.bundle import FeatureSpec
 
 from .griffin_lim import DEFAULT_ITERATIONS, griffin_lim
 from .metrics import mel_cycle_distance_db, mrstft_distance, snr_db
+from .periodicity import periodicity
 from .report import GRIFFIN_LIM, ORIGINAL, EvalReport, Row, SnrRow, SystemInfo
 
 VocodeFn = Callable[[np.ndarray], np.ndarray]
@@ -139,6 +140,7 @@ def _score(
     row = Row(file=file, system=system)
     row.mel_cycle_db = mel_cycle_distance_db(audio, features, spec)
     row.mrstft = mrstft_distance(audio, original)
+    row.periodicity = periodicity(audio, spec.sample_rate)
     if perceptual:
         from .perceptual import dnsmos, pesq_wb
 

@@ -37,6 +37,7 @@ class Row:
     system: str
     mel_cycle_db: Optional[float] = None  #: features of the output vs the input features, mean |Δ| in dB
     mrstft: Optional[float] = None  #: auraloss multi-resolution STFT distance to the original
+    periodicity: Optional[float] = None  #: mean best pitch-lag autocorrelation of loud frames (evaluation/periodicity.py)
     pesq_wb: Optional[float] = None  #: PESQ wide-band (16 kHz) against the original
     dnsmos_overall: Optional[float] = None
     dnsmos_signal: Optional[float] = None
@@ -104,7 +105,7 @@ class EvalReport:
 
     def table(self) -> str:
         """Per-file rows, then the mean over files; SNR between models last."""
-        headers = ("file", "system", "mel-cycle dB", "MR-STFT", "PESQ-WB", "DNSMOS", "SIG", "BAK", "P808")
+        headers = ("file", "system", "mel-cycle dB", "MR-STFT", "periodicity", "PESQ-WB", "DNSMOS", "SIG", "BAK", "P808")
         body = [_cells(r) for r in self.rows]
         mean = [_cells(r) for r in self.means]
         widths = [max(len(h), *(len(c[i]) for c in body + mean)) for i, h in enumerate(headers)]
@@ -138,6 +139,7 @@ def _cells(r: Row) -> tuple[str, ...]:
         r.system,
         _num(r.mel_cycle_db, 2),
         _num(r.mrstft, 3),
+        _num(r.periodicity, 3),
         _num(r.pesq_wb, 2),
         _num(r.dnsmos_overall, 2),
         _num(r.dnsmos_signal, 2),
