@@ -57,6 +57,9 @@ class TrainConfig:
     spectral_loss_weight: float = 0.0
     #: The term covers training steps 0..spectral_loss_max_step (4: the fast schedule's three finest).
     spectral_loss_max_step: int = 4
+    #: Share of each batch's rows trained at the steps the fast schedule samples with (the training
+    #: step nearest each inference step) instead of a uniform step; 0 = lmnt's uniform draw.
+    fast_step_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,8 @@ class DiffWaveConfig:
                 f"spectral_loss_max_step={self.train.spectral_loss_max_step}: must be a training step, "
                 f"0..{len(self.diffusion.noise_schedule) - 1}"
             )
+        if not 0.0 <= self.train.fast_step_share <= 1.0:  # also refuses NaN
+            raise ValueError(f"fast_step_share={self.train.fast_step_share}: must be a share of the batch, 0..1")
 
 
 def network_param_keys() -> frozenset[str]:
