@@ -1,9 +1,9 @@
 """Copy a trained checkpoint into the package as the default model (weights only), with its loss curve.
 
-    python scripts/ship_default_model.py RUN_DIR [--sample HELDOUT.wav]
+    python scripts/ship_default_model.py RUN_DIR [--sample HELDOUT.wav] [--loss-plot PNG]
 
 Writes diffwave/assets/default/weights.pt (step, model, params: no optimizer state, so the
-file stays small) and models/loss.png from the run's TensorBoard scalars. With --sample,
+file stays small) and models/loss.png (or --loss-plot) from the run's TensorBoard scalars. With --sample,
 also copies a held-out wav and its spectrogram (computed by our feature code) as the demo input.
 """
 
@@ -71,13 +71,20 @@ def plot_loss(run: Path, out: Path) -> None:
         ax.plot(valid_steps, valid_values, "o-", ms=3, lw=1.2, label="held-out (fixed crops and noise, 8 levels)")
     ax.legend(fontsize=8)
     ax.set_xlabel("step")
-    ax.set_ylabel("L1 loss on ε")
+    # With spectral_loss_weight > 0 the training loss includes that term; the held-out loss is L1 on ε alone.
+    ax.set_ylabel("loss (L1 on ε + extra terms)" if _has_extra_term(run) else "L1 loss on ε")
     ax.set_yscale("log")
     ax.set_title("default model: training loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     print(f"loss curve ({len(steps)} training, {len(valid_steps)} held-out points) -> {out}")
+
+
+def _has_extra_term(run: Path) -> bool:
+    from diffwave.checkpoint import load_checkpoint
+
+    return load_checkpoint(resolve_checkpoint_path(run)).config.train.spectral_loss_weight > 0
 
 
 def ship_sample(wav: Path, sample_rate: int, features) -> None:
@@ -91,10 +98,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="training run directory (or a .pt checkpoint inside it)")
     parser.add_argument("--sample", type=Path, help="held-out wav to ship as the demo input")
+    parser.add_argument(
+        "--loss-plot", type=Path, default=ROOT / "models" / "loss.png",
+        help="where the run's loss curve goes (a fine-tune of the shipped model can keep the base run's curve)",
+    )
     args = parser.parse_args()
     run_dir = args.run if args.run.is_dir() else args.run.parent
     ckpt = ship_weights(args.run)
-    plot_loss(run_dir, ROOT / "models" / "loss.png")
+    plot_loss(run_dir, args.loss_plot)
     if args.sample:
         config = ckpt.config
         ship_sample(args.sample, config.features.sample_rate, config.features)
