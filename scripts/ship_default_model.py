@@ -52,8 +52,12 @@ def read_scalars(run: Path, tags: tuple[str, ...]) -> dict[str, tuple[np.ndarray
     return {tag: (np.array(sorted(p)), np.array([p[s] for s in sorted(p)])) for tag, p in points.items()}
 
 
-def plot_loss(run: Path, out: Path) -> None:
-    """Training loss (one batch per point) and, when the run had --valid, the held-out loss."""
+def plot_loss(run: Path, out: Path, extra_term: bool = False) -> None:
+    """Training loss (one batch per point) and, when the run had --valid, the held-out loss.
+
+    ``extra_term``: the run trained with spectral_loss_weight > 0, so its training loss includes
+    that term (the held-out loss is L1 on ε alone).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,20 +75,13 @@ def plot_loss(run: Path, out: Path) -> None:
         ax.plot(valid_steps, valid_values, "o-", ms=3, lw=1.2, label="held-out (fixed crops and noise, 8 levels)")
     ax.legend(fontsize=8)
     ax.set_xlabel("step")
-    # With spectral_loss_weight > 0 the training loss includes that term; the held-out loss is L1 on ε alone.
-    ax.set_ylabel("loss (L1 on ε + extra terms)" if _has_extra_term(run) else "L1 loss on ε")
+    ax.set_ylabel("loss (L1 on ε + extra terms)" if extra_term else "L1 loss on ε")
     ax.set_yscale("log")
     ax.set_title("default model: training loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     print(f"loss curve ({len(steps)} training, {len(valid_steps)} held-out points) -> {out}")
-
-
-def _has_extra_term(run: Path) -> bool:
-    from diffwave.checkpoint import load_checkpoint
-
-    return load_checkpoint(resolve_checkpoint_path(run)).config.train.spectral_loss_weight > 0
 
 
 def ship_sample(wav: Path, sample_rate: int, features) -> None:
@@ -105,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     run_dir = args.run if args.run.is_dir() else args.run.parent
     ckpt = ship_weights(args.run)
-    plot_loss(run_dir, args.loss_plot)
+    plot_loss(run_dir, args.loss_plot, extra_term=ckpt.config.train.spectral_loss_weight > 0)
     if args.sample:
         config = ckpt.config
         ship_sample(args.sample, config.features.sample_rate, config.features)
