@@ -52,7 +52,7 @@ def frame_periodicities(audio, sample_rate: int) -> np.ndarray:
     windows = _frames(x, n + max_lag, n // 2)
     if windows.shape[0] == 0:
         return np.zeros(0)
-    # Frame energies from a running sum of squares (no frames × n array for a long file).
+    # Every energy below, of a frame or of a shifted copy, is a difference of one running sum of squares.
     squares = np.concatenate([[0.0], np.cumsum(x**2)])
     starts = np.arange(windows.shape[0]) * (n // 2)
     rms = np.sqrt(np.maximum(squares[starts + n] - squares[starts], 0.0) / n)
@@ -60,20 +60,20 @@ def frame_periodicities(audio, sample_rate: int) -> np.ndarray:
         return np.zeros(0)
     loud = np.flatnonzero(rms > LOUD_FRACTION * rms.max())
     blocks = [loud[i : i + BLOCK_FRAMES] for i in range(0, len(loud), BLOCK_FRAMES)]
-    return np.concatenate([_best_lag_correlation(windows[b], n, min_lag, max_lag) for b in blocks])
+    return np.concatenate([_best_lag_correlation(windows[b], starts[b], squares, n, min_lag, max_lag) for b in blocks])
 
 
-def _best_lag_correlation(windows: np.ndarray, n: int, min_lag: int, max_lag: int) -> np.ndarray:
-    """max over k of ⟨w[0:n], w[k:k+n]⟩ / (‖w[0:n]‖·‖w[k:k+n]‖) for each window w (a row)."""
+def _best_lag_correlation(
+    windows: np.ndarray, starts: np.ndarray, squares: np.ndarray, n: int, min_lag: int, max_lag: int
+) -> np.ndarray:
+    """max over k of ⟨w[0:n], w[k:k+n]⟩ / (‖w[0:n]‖·‖w[k:k+n]‖) for each window w (a row starting at ``starts``)."""
     # The correlation for every lag at once, through the FFT.
     size = 1 << int(math.ceil(math.log2(2 * (n + max_lag))))
     cross = np.fft.irfft(np.conj(np.fft.rfft(windows[:, :n], size)) * np.fft.rfft(windows, size), size)[:, min_lag : max_lag + 1]
-    # ‖w[k:k+n]‖² from a running sum of squares.
-    energy = np.concatenate([np.zeros((windows.shape[0], 1)), np.cumsum(windows**2, axis=1)], axis=1)
-    lags = np.arange(min_lag, max_lag + 1)
-    shifted = energy[:, lags + n] - energy[:, lags]
-    own = energy[:, n : n + 1]
-    return (cross / np.sqrt(own * np.maximum(shifted, 0.0) + 1e-12)).max(axis=1)
+    shift = starts[:, None] + np.arange(min_lag, max_lag + 1)
+    shifted = np.maximum(squares[shift + n] - squares[shift], 0.0)
+    own = np.maximum(squares[starts + n] - squares[starts], 0.0)[:, None]
+    return (cross / np.sqrt(own * shifted + 1e-12)).max(axis=1)
 
 
 def periodicity(audio, sample_rate: int) -> float:
