@@ -38,7 +38,7 @@ class Checkpoint:
     @property
     def inference_label(self) -> str:
         """What :func:`load_model` serves from this checkpoint by default, as :func:`describe_weights` says it."""
-        return _weights_label(self.step, self.ema is not None)
+        return weights_label(self.step, self.ema is not None)
 
     @property
     def config(self) -> DiffWaveConfig:
@@ -130,10 +130,11 @@ def inference_checkpoint(path: str | os.PathLike) -> tuple[Checkpoint, Checkpoin
 
 def describe_weights(model) -> str:
     """'step N, averaged (EMA) weights' or 'step N, raw weights', for a model from :func:`load_model`."""
-    return _weights_label(model.checkpoint_step, model.uses_ema)
+    return weights_label(model.checkpoint_step, model.uses_ema)
 
 
-def _weights_label(step: int, averaged: bool) -> str:
+def weights_label(step: int, averaged: bool) -> str:
+    """'step N, averaged (EMA) weights' or 'step N, raw weights'."""
     return f"step {step}, {'averaged (EMA)' if averaged else 'raw'} weights"
 
 

@@ -32,7 +32,16 @@ from tqdm import tqdm
 from runtime.schedule import align_to_training_steps, cumulative_alphas
 
 from . import distributed as ddp, interrupts
-from .checkpoint import LATEST_NAME, Checkpoint, CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    LATEST_NAME,
+    Checkpoint,
+    CheckpointError,
+    check_state_dict,
+    load_checkpoint,
+    resolve_checkpoint_path,
+    save_checkpoint,
+    weights_label,
+)
 from .config import DiffWaveConfig, network_param_keys
 from .data import Batch, CropBatchSampler, CropDataset, DataError, Record, collate, scan
 from .distributed import DistContext
@@ -65,8 +74,11 @@ class TrainOptions:
     device: str = "cpu"  #: "cpu" or "cuda"
     data_workers: int = 2  #: DataLoader worker processes per rank
     keep_checkpoints: int = 5  #: newest weights-<step>.pt files kept; 0 keeps all
-    #: Held-out folders: their loss per noise level is measured at every checkpoint (and before step 1).
+    #: Held-out folders: their loss per noise level is measured at every checkpoint (and before a new run's first step).
     valid_dirs: tuple[Path, ...] = ()
+    #: A new run starts from this checkpoint's inference weights and step instead of ``seed``'s
+    #: random ones (fine-tuning); ignored once ``model_dir`` has a checkpoint of its own.
+    init_from: Optional[Path] = None
     progress: bool = True
     #: Run the forward and backward through torch.compile (Inductor). Why: a base-model step on a
     #: GPU is predicted to be bound by the memory traffic of its unfused elementwise operators
@@ -109,26 +121,30 @@ def existing_checkpoint(model_dir: Path) -> Optional[Path]:
 
 
 def resolve_config(
-    model_dir: Path, config_file: Optional[Path] = None, overrides: Optional[dict[str, Any]] = None
+    model_dir: Path,
+    config_file: Optional[Path] = None,
+    overrides: Optional[dict[str, Any]] = None,
+    init_from: Optional[Path] = None,
 ) -> DiffWaveConfig:
     """The run's configuration: the checkpoint's (when resuming) or lmnt's defaults, then the file, then flags.
 
     Resuming keeps the network the checkpoint was trained as; a config that would change it
-    (layers, channels, features, training schedule) is refused, naming the keys.
+    (layers, channels, features, training schedule) is refused, naming the keys. A new run with
+    ``init_from`` starts from that checkpoint's configuration and is held to its network the same way.
     """
     latest = existing_checkpoint(model_dir)
-    base = load_checkpoint(latest).config if latest else DiffWaveConfig()
+    source = latest or (resolve_checkpoint_path(init_from) if init_from is not None else None)
+    base = load_checkpoint(source).config if source else DiffWaveConfig()
     config = DiffWaveConfig.from_json(config_file, base=base) if config_file else base
     if overrides:
         config = config.override(overrides)
-    if latest:
+    if source:
         old, new = base.to_params(), config.to_params()
         changed = sorted(k for k in network_param_keys() if old.get(k) != new.get(k))
         if changed:
             detail = ", ".join(f"{k}={old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
-            raise TrainingError(
-                f"{latest} was trained with another architecture ({detail}): use a new model directory to change it"
-            )
+            remedy = "use a new model directory to change it" if latest else "its weights fit no other network"
+            raise TrainingError(f"{source} was trained with another architecture ({detail}): {remedy}")
     return config
 
 
@@ -207,6 +223,23 @@ class Learner:
         elif self.ema is not None:
             # ema_decay switched on for a run trained without it: average from the resumed weights,
             # not from the random initialisation (which would take thousands of steps to decay away).
+            self.ema = self._weights_copy()
+        self.step = ckpt.step
+
+    def start_from(self, ckpt: Checkpoint, source: str) -> None:
+        """Begin a new run from another run's checkpoint: its inference weights and its step.
+
+        The average is taken when the checkpoint kept one, because those are the weights that were
+        evaluated and shipped; the raw weights of the last step are a noisier point. The optimizer
+        starts fresh (Adam's moments belong to the raw weights' trajectory), and an average, when
+        this run keeps one, starts at the loaded weights. The step carries on, so checkpoint names
+        and ``max_steps`` count every update the weights have had.
+        """
+        averaged = ckpt.ema is not None
+        state = ckpt.ema if averaged else ckpt.model
+        check_state_dict(self.model, state, f"{source} (ema)" if averaged else source)
+        self.model.load_state_dict(state)
+        if self.ema is not None:
             self.ema = self._weights_copy()
         self.step = ckpt.step
 
@@ -363,6 +396,8 @@ def train(
     latest = existing_checkpoint(model_dir)
     if latest:
         learner.restore(load_checkpoint(latest, map_location=device), str(latest))
+    elif options.init_from is not None:
+        _start_from(learner, options, ctx)
     result = TrainResult(step=learner.step, start_step=learner.step, model=learner.model)
     if options.max_steps is not None and learner.step >= options.max_steps:
         return result
@@ -371,7 +406,7 @@ def train(
     loader = make_loader(records, config, ctx, learner.step, options.data_workers, pin_memory=device.type == "cuda")
     summary = _Summary(model_dir, config, learner.step) if ctx.is_main else None
     validation = _validation_set(options, config) if ctx.is_main and options.valid_dirs else None
-    if validation is not None and learner.step == 0:
+    if validation is not None and latest is None:  # a new run: where it starts, for the curve
         _validate(learner, validation, summary, options)
     bar = tqdm(
         initial=learner.step, total=options.max_steps, desc="train", unit="step", disable=not (options.progress and ctx.is_main)
@@ -418,6 +453,15 @@ def train(
     ddp.barrier(ctx)
     result.step = learner.step
     return result
+
+
+def _start_from(learner: Learner, options: TrainOptions, ctx: DistContext) -> None:
+    """A new run's weights and step from ``options.init_from`` (see :meth:`Learner.start_from`)."""
+    path = resolve_checkpoint_path(options.init_from)
+    ckpt = load_checkpoint(path, map_location=learner.device)
+    learner.start_from(ckpt, str(path))
+    if ctx.is_main:
+        tqdm.write(f"starting from {path} ({weights_label(ckpt.step, ckpt.ema is not None)}), fresh optimizer", file=sys.stderr)
 
 
 def _save(
@@ -516,6 +560,7 @@ def launch(options: TrainOptions, config: DiffWaveConfig, processes: Optional[in
     """
     if options.device == "cuda" and not torch.cuda.is_available():
         raise TrainingError("--device cuda: no CUDA device is available (use --device cpu)")
+    _check_init_step(options)
     env_ctx = ddp.context_from_env()
     if env_ctx is not None:
         if processes is not None and processes != env_ctx.world_size:
@@ -544,6 +589,18 @@ def launch(options: TrainOptions, config: DiffWaveConfig, processes: Optional[in
         return train(options, config, DistContext(), records)
     _spawn(options, config, processes, records)
     return None
+
+
+def _check_init_step(options: TrainOptions) -> None:
+    """Refuse a new run whose ``max_steps`` its ``init_from`` checkpoint has already reached."""
+    if options.init_from is None or options.max_steps is None or existing_checkpoint(Path(options.model_dir)):
+        return
+    path = resolve_checkpoint_path(options.init_from)
+    step = load_checkpoint(path).step
+    if step >= options.max_steps:
+        raise TrainingError(
+            f"{path} is at step {step} already, and --max-steps {options.max_steps} counts its steps too: ask for more than {step}"
+        )
 
 
 def _scan(options: TrainOptions, config: DiffWaveConfig, ctx: DistContext) -> tuple[Record, ...]:

@@ -36,6 +36,12 @@ def train_command(
         [], "--valid", help="Held-out folder of preprocessed wavs (repeatable): at every checkpoint its loss per noise level "
         "goes to TensorBoard (valid/) and the log, measured on fixed crops and noise so it moves only when the weights do."
     ),
+    init_from: Optional[Path] = typer.Option(
+        None, "--init-from", help="Fine-tune: a new run starts from this checkpoint (.pt file or model directory) instead of "
+        "random weights: its averaged weights when it kept them, its network and settings (a --config may change the "
+        "training ones) and its step count (--max-steps counts those steps too); the optimizer starts fresh. Once "
+        "MODEL_DIR has a checkpoint of its own the run resumes from that, so the same command trains in slices."
+    ),
     workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes per training process."),
     keep_checkpoints: int = typer.Option(5, "--keep-checkpoints", min=0, help="Numbered checkpoints to keep (0 = all)."),
     progress: bool = typer.Option(
@@ -49,6 +55,9 @@ def train_command(
 ) -> None:
     """Train DiffWave on preprocessed wavs; rerunning with the same MODEL_DIR resumes from weights.pt.
 
+    A new MODEL_DIR starts from random weights (the config's seed), or from another run's
+    checkpoint with --init-from (fine-tuning on new data, or with other training settings).
+
     The resolved configuration is stored in every checkpoint's params. Several GPUs: all are
     used by default (one spawned process each), or start the ranks with
     `torchrun --nproc_per_node=N -m diffwave train ...`. Ctrl-C or SIGTERM lets the current step
@@ -58,7 +67,7 @@ def train_command(
 
     from diffwave.checkpoint import CheckpointError
     from diffwave.data import DataError
-    from diffwave.train import TrainingError, TrainOptions, launch, resolve_config
+    from diffwave.train import TrainingError, TrainOptions, existing_checkpoint, launch, resolve_config
 
     if fp16 and bf16:
         raise fail("--fp16 and --bf16 exclude each other")
@@ -66,6 +75,9 @@ def train_command(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     overrides = {"batch_size": batch_size} if batch_size is not None else {}
     try:
+        if init_from is not None and existing_checkpoint(model_dir):
+            typer.echo(f"{model_dir}: resuming from its own weights.pt (--init-from only starts a new run)", err=True)
+            init_from = None
         options = TrainOptions(
             model_dir=model_dir,
             data_dirs=tuple(data_dirs),
@@ -80,8 +92,9 @@ def train_command(
             valid_dirs=tuple(valid),
             progress=progress,
             compile=compile_network,
+            init_from=init_from,
         )
-        resolved = resolve_config(model_dir, config, overrides)
+        resolved = resolve_config(model_dir, config, overrides, init_from)
         with stop_signals_end_with("the last checkpoint is in place; rerun to resume"):
             result = launch(options, resolved, processes)
     except (TrainingError, DataError, CheckpointError, ValueError) as exc:
