@@ -121,3 +121,16 @@ def test_batch_must_split_over_processes(tmp_path, preprocessed_dir, tiny_json, 
     result = runner.invoke(app, _cli(tmp_path / "c", preprocessed_dir, tiny_json, "--processes", "2"))
     assert result.exit_code == 1 and "--processes 2 conflicts with torchrun's WORLD_SIZE=4" in result.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_spawned_processes_all_start_from_init_from(tmp_path, preprocessed_dir, tiny_json):
+    # Every rank loads the source itself; a rank that kept its random start would make the replicas
+    # differ, which the checkpoint write refuses (one line, non-zero exit).
+    source = tmp_path / "source"
+    assert runner.invoke(app, _cli(source, preprocessed_dir, tiny_json, "--max-steps", "2")).exit_code == 0
+    model_dir = tmp_path / "fine"
+    result = runner.invoke(app, _cli(model_dir, preprocessed_dir, tiny_json, "--processes", "2", "--init-from", str(source),
+                                     "--max-steps", "3"))
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(model_dir).step == 3
+    assert sorted(p.name for p in model_dir.glob("weights-*.pt")) == ["weights-3.pt"]
