@@ -1,7 +1,7 @@
 """The few array operations the reverse loop needs, on NumPy (CPU) or PyTorch (CUDA).
 
-The loop is written once against :class:`ArrayOps`; a backend says which flavour its buffers
-are. Every operation works in place on preallocated buffers, so the step loop allocates no
+The loop is written once against the methods :class:`NumpyOps` and :class:`TorchOps` share; a
+backend says which flavour its buffers are. Every operation works in place on preallocated buffers, so the step loop allocates no
 arrays: the update ``x = clamp(c1·(x − c2·ε) + σ·z, −1, 1)`` is computed as
 ``ε *= −c2; x += ε; x += z'; x *= c1; clamp`` with z' = (σ/c1)·z scaled once per call.
 

@@ -13,7 +13,7 @@
 #   OUT/train.log             everything the steps printed
 #   OUT/resume-<step>.pt.NN   what the next slice needs to go on (raw weights, optimizer state), cut
 #                             into parts of at most PART_BYTES because a lent machine returns files
-#                             of at most 16 MiB (base model: 31.5 MB, two parts)
+#                             of at most 16 MiB (base model: 31.7 MB, two parts)
 #
 # Environment: OUT (required), DEVICE (cuda; cpu for a dry run), CORPUS (/tmp/corpus), SENTENCES
 # (1500, the corpus of models/README.md), PYTHON (python3), RESUME (a folder holding the parts an
