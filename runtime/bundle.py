@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
+from .receptive_field import upsampler_hop
+
 FORMAT_VERSION = 1
 METADATA_NAME = "model.json"
 
@@ -136,20 +138,47 @@ class BundleMetadata:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = METADATA_NAME) -> "BundleMetadata":
+        """Parse and check ``model.json``'s content; every problem is one :class:`BundleError` naming ``source``."""
+        if not isinstance(data, dict):
+            raise BundleError(f"{source}: malformed metadata (expected a JSON object, got {type(data).__name__})")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise BundleError(f"{source}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
         try:
             data = _known(cls, data, source)
-            data["noise_schedule"] = tuple(float(b) for b in data["noise_schedule"])
-            data["inference_schedules"] = {
-                name: tuple(float(b) for b in betas) for name, betas in data["inference_schedules"].items()
-            }
+            data["noise_schedule"] = _betas(data["noise_schedule"], "noise_schedule")
+            schedules = data["inference_schedules"]
+            if not isinstance(schedules, dict):
+                raise BundleError(f"inference_schedules must map names to lists of betas, got {schedules!r}")
+            data["inference_schedules"] = {name: _betas(b, f"inference_schedules[{name!r}]") for name, b in schedules.items()}
             data["features"] = FeatureSpec.from_dict(data["features"])
             data["plans"] = tuple(PlanInfo.from_dict(p) for p in data.get("plans", ()))
-            return cls(**data)
-        except (KeyError, TypeError) as exc:
-            raise BundleError(f"{source}: malformed metadata ({exc})") from None
+            metadata = cls(**data)
+            metadata._check()
+        except BundleError as exc:
+            message = str(exc)
+            raise BundleError(message if message.startswith(source) else f"{source}: {message}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BundleError(f"{source}: malformed metadata ({type(exc).__name__}: {exc})") from None
+        return metadata
+
+    def _check(self) -> None:
+        """Types, ranges and the fields that are stated twice (top level and ``features``)."""
+        for name in ("sample_rate", "hop_samples", "n_mels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BundleError(f"{name} must be a positive integer, got {value!r}")
+            if getattr(self.features, name) != value:
+                raise BundleError(f"{name}={value!r} disagrees with features.{name}={getattr(self.features, name)!r}")
+        if not isinstance(self.unconditional, bool):
+            raise BundleError(f"unconditional must be true or false, got {self.unconditional!r}")
+        if not isinstance(self.params, dict):
+            raise BundleError(f"params must be an object, got {self.params!r}")
+        if not self.unconditional and self.hop_samples != upsampler_hop():
+            raise BundleError(
+                f"hop_samples={self.hop_samples}, but the network's upsampler makes {upsampler_hop()} samples of every "
+                "frame: this metadata does not describe its graph (re-export the bundle)"
+            )
 
     def plan(self, file_name: str) -> PlanInfo:
         for info in self.plans:
@@ -235,7 +264,22 @@ def current_umask() -> int:
     return mask
 
 
+def _betas(values: Any, what: str) -> tuple[float, ...]:
+    """A non-empty list of noise levels, each strictly between 0 and 1."""
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise BundleError(f"{what} must be a list of betas, got {values!r}")
+    try:
+        betas = tuple(float(b) for b in values)
+    except (TypeError, ValueError):
+        raise BundleError(f"{what} must be a list of numbers, got {values!r}") from None
+    if not betas or not all(0.0 < b < 1.0 for b in betas):
+        raise BundleError(f"{what} must be a non-empty list of betas in (0, 1), got {list(betas)}")
+    return betas
+
+
 def _known(cls: type, data: dict[str, Any], source: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise BundleError(f"{source} must be an object, got {data!r}")
     names = {f.name for f in fields(cls)}
     unknown = set(data) - names
     if unknown:

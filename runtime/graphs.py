@@ -22,6 +22,12 @@ class GraphCache:
         self._seen: set[Hashable] = set()
         self._failed: set[Hashable] = set()
 
+    def clear(self) -> None:
+        """Forget every captured graph (their buffers are about to be freed)."""
+        self._graphs.clear()
+        self._seen.clear()
+        self._failed.clear()
+
     def run(self, key: Hashable, body: Callable[[], None]) -> str:
         """Run ``body`` (all steps) for ``key``; returns "eager", "captured" or "replayed"."""
         import torch

@@ -7,6 +7,7 @@ spectrogram (the CLI prefixes the file name). The checks run on the caller's arr
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -24,7 +25,8 @@ class Conditioning:
     torch_device: Optional[str]  #: the input's torch device, or None for NumPy input (outputs follow it)
 
 
-def _torch_tensor_type() -> Optional[type]:
+def torch_tensor_type() -> Optional[type]:
+    """torch.Tensor when the process has imported torch already, else None (never imports it)."""
     import sys
 
     torch = sys.modules.get("torch")  # only when the caller already uses torch: never import it here
@@ -32,7 +34,7 @@ def _torch_tensor_type() -> Optional[type]:
 
 
 def check_spectrogram(spectrogram: Any, n_mels: int, lengths: Optional[Sequence[int]] = None) -> Conditioning:
-    tensor_type = _torch_tensor_type()
+    tensor_type = torch_tensor_type()
     torch_device = None
     if tensor_type is not None and isinstance(spectrogram, tensor_type):
         import torch  # already imported by the caller
@@ -61,7 +63,7 @@ def check_spectrogram(spectrogram: Any, n_mels: int, lengths: Optional[Sequence[
     if lengths is None:
         item_lengths = (frames,) * batch
     else:
-        item_lengths = tuple(int(n) for n in lengths)
+        item_lengths = _whole_numbers(lengths)
         if len(item_lengths) != batch:
             raise VocoderError(f"lengths has {len(item_lengths)} entries for a batch of {batch} items")
         bad = [n for n in item_lengths if not 1 <= n <= frames]
@@ -70,6 +72,24 @@ def check_spectrogram(spectrogram: Any, n_mels: int, lengths: Optional[Sequence[
     spec = spec[:, :, : max(item_lengths)]
     _check_finite(spec, item_lengths, torch_device is not None)
     return Conditioning(spec, item_lengths, torch_device)
+
+
+def _whole_numbers(lengths: Sequence[int]) -> tuple[int, ...]:
+    """Frame counts as ints. Anything that is not an integer (2.7, "3", None) is refused rather
+    than rounded: it is a caller's bug, and rounding would vocode the wrong number of frames."""
+    try:
+        items = list(lengths)
+    except TypeError:
+        raise VocoderError(f"lengths must be a sequence of frame counts, got {lengths!r}") from None
+    out = []
+    for n in items:
+        try:
+            if isinstance(n, bool):
+                raise TypeError
+            out.append(operator.index(n))  # int, NumPy and torch integers
+        except TypeError:
+            raise VocoderError(f"lengths must be integers (frames per item), got {n!r}") from None
+    return tuple(out)
 
 
 def _check_finite(spec: Any, lengths: tuple[int, ...], is_torch: bool) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .errors import VocoderError
+from .inputs import torch_tensor_type
 
 #: Above this many bytes of noise per call ([steps, batch, samples] float32), noise is drawn one step
 #: at a time into a [batch, samples] buffer (same values), so long inputs stay in bounded memory.
@@ -42,13 +43,9 @@ def item_seeds(seed: Optional[int | Sequence[int]], batch: int) -> tuple[int, ..
 
 def check_injected_noise(noise: Any, steps: int, batch: int, samples: int) -> np.ndarray:
     """Explicit noise [steps, batch, samples]: slot 0 is the initial x, slot k the k-th step's noise."""
-    try:
-        import torch
-
-        if isinstance(noise, torch.Tensor):
-            noise = noise.detach().cpu().numpy()
-    except ImportError:
-        pass
+    tensor_type = torch_tensor_type()  # torch only when the caller already uses it
+    if tensor_type is not None and isinstance(noise, tensor_type):
+        noise = noise.detach().cpu().numpy()
     noise = np.asarray(noise, dtype=np.float32)
     if noise.shape != (steps, batch, samples):
         raise VocoderError(f"noise must have shape [steps, batch, samples] = {(steps, batch, samples)}, got {noise.shape}")

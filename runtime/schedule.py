@@ -101,4 +101,7 @@ def resolve_inference_betas(
         if steps not in named:
             raise ValueError(f"unknown schedule {steps!r}; known: {', '.join(sorted(named))}, or a list of betas")
         return tuple(float(b) for b in named[steps])
-    return tuple(float(b) for b in steps)
+    try:
+        return tuple(float(b) for b in steps)
+    except TypeError:  # None, a bare number, nested lists: say what is accepted
+        raise ValueError(f"expected a schedule name ({', '.join(sorted(named))}) or a list of betas, got {steps!r}") from None

@@ -13,6 +13,9 @@ sampler), whatever the batch, the shape bucket, or the chunking of long inputs: 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -37,8 +40,9 @@ DEFAULT_MAX_FRAMES = {"cpu": 512, "cuda": 2048}
 class Vocoder:
     """The reverse-diffusion sampler around one backend (TensorRT, ONNX Runtime or PyTorch).
 
-    A vocoder reuses its buffers across calls, so it serves one call at a time: give each
-    thread its own (they may share nothing but the files).
+    A vocoder reuses its buffers across calls, so it serves one call at a time: calls from
+    several threads wait for each other (a lock), which is correct but serial. For parallel
+    throughput give each thread its own vocoder (they may share nothing but the files).
     """
 
     def __init__(
@@ -74,6 +78,8 @@ class Vocoder:
         self._min_units = -(-limits.min_samples // self.unit)
         self._halo: Optional[Halo] = None
         self._schedules: dict[tuple[float, ...], ReverseSchedule] = {}
+        self._lock = threading.Lock()
+        self._closed = False
         self.loop = ReverseLoop(backend, self.unit, cuda_graphs=cuda_graphs, noise_budget_bytes=noise_budget_bytes)
 
     # -- construction ---------------------------------------------------------------------
@@ -184,16 +190,17 @@ class Vocoder:
         if self.unconditional:
             raise VocoderError("this model is unconditional: it takes no spectrogram (use generate(seconds))")
         cond = check_spectrogram(spectrogram, self.n_mels, lengths)
-        schedule = self.schedule(steps)
-        plan = self.plan(cond.lengths)
         seeds = item_seeds(seed, len(cond.lengths))
-        width = max(cond.lengths) * self.unit
-        injected = None if noise is None else check_injected_noise(noise, schedule.num_steps, len(cond.lengths), width)
         spectrogram = cond.spectrogram
         if cond.torch_device is not None and self.backend.ops.kind == "numpy":
             spectrogram = spectrogram.cpu().numpy()  # host buffers: one copy, before the loop
-        outputs = self.loop.run(plan, schedule, spectrogram, seeds, injected)
-        return self._finish(outputs, cond.torch_device, ragged=lengths is not None)
+        with self._serving():
+            schedule = self.schedule(steps)
+            plan = self.plan(cond.lengths)
+            width = max(cond.lengths) * self.unit
+            injected = None if noise is None else check_injected_noise(noise, schedule.num_steps, len(cond.lengths), width)
+            outputs = self.loop.run(plan, schedule, spectrogram, seeds, injected)
+            return self._finish(outputs, cond.torch_device, ragged=lengths is not None)
 
     def generate(
         self,
@@ -209,12 +216,21 @@ class Vocoder:
         samples = int(round(float(seconds) * self.sample_rate))
         if samples < 1 or batch < 1:
             raise VocoderError(f"nothing to generate: {seconds} s gives {samples} samples, batch {batch}")
-        schedule = self.schedule(steps)
-        plan = self.plan([samples] * batch)
         seeds = item_seeds(seed, batch)
-        injected = None if noise is None else check_injected_noise(noise, schedule.num_steps, batch, samples)
-        outputs = self.loop.run(plan, schedule, None, seeds, injected)
-        return self._finish(outputs, None, ragged=False)
+        with self._serving():
+            schedule = self.schedule(steps)
+            plan = self.plan([samples] * batch)
+            injected = None if noise is None else check_injected_noise(noise, schedule.num_steps, batch, samples)
+            outputs = self.loop.run(plan, schedule, None, seeds, injected)
+            return self._finish(outputs, None, ragged=False)
+
+    @contextmanager
+    def _serving(self) -> Iterator[None]:
+        """One call at a time on the shared buffers; the results are copied out before the next starts."""
+        with self._lock:
+            if self._closed:
+                raise VocoderError("this vocoder is closed")
+            yield
 
     def _finish(self, outputs: list[Any], torch_device: Optional[str], ragged: bool) -> Any:
         if torch_device is not None:
@@ -226,7 +242,12 @@ class Vocoder:
         return items if ragged else np.stack(items)
 
     def close(self) -> None:
-        self.backend.close()
+        """Free the backend's sessions, buffers and captured graphs; later calls raise VocoderError."""
+        with self._lock:
+            self._closed = True
+            if self.loop.graphs is not None:
+                self.loop.graphs.clear()
+            self.backend.close()
 
     def __enter__(self) -> "Vocoder":
         return self

@@ -82,6 +82,13 @@ def test_non_finite_padding_beyond_lengths_is_ignored(vocoder):
         ({"seed": [1, 2, 3]}, "seed has 3 values for a batch of 2"),
         ({"seed": "abc"}, "seed must be"),
         ({"noise": np.zeros((6, 2, 5))}, "noise must have shape"),
+        ({"steps": None}, "a schedule name (fast, full) or a list of betas, got None"),
+        ({"steps": 5}, "got 5"),
+        ({"steps": [[0.1]]}, "got [[0.1]]"),
+        ({"lengths": [2.7, 3]}, "lengths must be integers (frames per item), got 2.7"),
+        ({"lengths": ["3", 3]}, "got '3'"),
+        ({"lengths": [None, 3]}, "got None"),
+        ({"lengths": 5}, "lengths must be a sequence of frame counts"),
     ],
 )
 def test_bad_call_arguments(vocoder, kwargs, expected):
@@ -141,11 +148,64 @@ def test_onnx_not_listed_in_model_json(bundle, tmp_path):
 def test_model_json_disagrees_with_graph_on_mel_bands(bundle, tmp_path):
     folder = copy_bundle(bundle, tmp_path)
     data = json.loads((folder / "model.json").read_text())
-    data["n_mels"] = 64
+    data["n_mels"] = data["features"]["n_mels"] = 64  # consistent with itself, not with the graph
     (folder / "model.json").write_text(json.dumps(data))
     with pytest.raises(VocoderError) as exc:
         Vocoder.load(folder / "model.onnx")
     assert "graph expects 80 mel bands but model.json says n_mels=64" in one_line(exc)
+
+
+def _set(path: str, value):
+    """An edit of model.json: ``path`` is dotted (``features.hop_samples``); value None deletes the key."""
+    def edit(data):
+        *parents, last = path.split(".")
+        node = data
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[last] = value
+        return data
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        (lambda d: [d], "expected a JSON object, got list"),
+        (_set("hop_samples", "256"), "hop_samples must be a positive integer, got '256'"),
+        (_set("hop_samples", 0), "hop_samples must be a positive integer, got 0"),
+        (_set("n_mels", "80"), "n_mels must be a positive integer, got '80'"),
+        (_set("sample_rate", 16000), "sample_rate=16000 disagrees with features.sample_rate=22050"),
+        (_set("unconditional", "no"), "unconditional must be true or false"),
+        (_set("inference_schedules", {"fast": "abc"}), "inference_schedules['fast'] must be a list of betas"),
+        (_set("inference_schedules", {"fast": [0.5, 1.5]}), "betas in (0, 1), got [0.5, 1.5]"),
+        (_set("inference_schedules", [0.1]), "inference_schedules must map names to lists of betas"),
+        (_set("noise_schedule", []), "noise_schedule must be a non-empty list"),
+        (_set("features.foo", 1), "features: unknown field(s) foo"),
+        (_set("features", 3), "features must be an object, got 3"),
+        (_set("params", [1]), "params must be an object"),
+    ],
+)
+def test_malformed_model_json_is_one_line_naming_the_file(bundle, tmp_path, edit, expected):
+    folder = copy_bundle(bundle, tmp_path)
+    data = edit(json.loads((folder / "model.json").read_text()))
+    (folder / "model.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError) as exc:
+        Vocoder.load(folder / "model.onnx")
+    message = one_line(exc)
+    assert message.startswith(f"{folder / 'model.json'}: ") and expected in message, message
+
+
+@pytest.mark.parametrize("hop", [128, 512])
+def test_hop_the_upsampler_cannot_make_is_refused_at_load(bundle, tmp_path, hop):
+    # Consistent metadata, but the graph's upsampler makes 256 samples per frame: before this check
+    # the load succeeded and the first call failed inside ONNX Runtime with a broadcast error.
+    folder = copy_bundle(bundle, tmp_path)
+    data = json.loads((folder / "model.json").read_text())
+    data["hop_samples"] = data["features"]["hop_samples"] = hop
+    (folder / "model.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError) as exc:
+        Vocoder.load(folder / "model.onnx")
+    assert f"hop_samples={hop}, but the network's upsampler makes 256 samples of every frame" in one_line(exc)
 
 
 def test_model_json_disagrees_with_graph_on_conditioning(bundle, tmp_path):

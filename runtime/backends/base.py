@@ -116,7 +116,9 @@ class Backend(ABC):
         """Hook run after every vocoder call (TensorRT-RTX saves its runtime cache here)."""
 
     def close(self) -> None:
+        """Release sessions and buffers; the backend is not used again."""
         self._sessions.clear()
+        self.pool.clear()
 
     def describe(self) -> str:
         return f"{self.name} on {self.device}"

@@ -67,7 +67,11 @@ class OrtSession(Session):
 
     def run(self, index: int) -> None:
         self._step[0] = self._steps[index]
-        self._backend.session_object.run_with_iobinding(self._binding)
+        try:
+            self._backend.session_object.run_with_iobinding(self._binding)
+        except Exception as exc:  # onnxruntime's own Fail/RuntimeException types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise VocoderError(f"{self._backend.path}: ONNX Runtime failed on a step of shape {self.rows}x{self.samples} ({first})") from None
 
 
 class OnnxRuntimeBackend(Backend):
@@ -140,6 +144,10 @@ class OnnxRuntimeBackend(Backend):
 
     def _create_session(self, slot: int, rows: int, samples: int) -> Session:
         return OrtSession(self, slot, rows, samples)
+
+    def close(self) -> None:
+        super().close()
+        self.session_object = None  # ONNX Runtime frees its arena and weights with the session
 
     def describe(self) -> str:
         return f"onnxruntime ({'CUDA' if self.on_cuda else 'CPU'}) {self.path.name}"
