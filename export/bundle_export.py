@@ -3,9 +3,9 @@
 A bundle is ``model.onnx`` (+ ``model.fp16.onnx``) + ``model.json`` (+ ``model.plan`` /
 ``model.rtx.plan``). Two steps, because the second one often happens on another machine:
 
-1. :func:`export_bundle`: graphs, parity gate and metadata are written into a staging
-   directory beside the destination and published only when the gate passes, so a failed
-   export leaves nothing behind.
+1. :func:`export_bundle`: graphs, parity gate and metadata are written into a hidden staging
+   directory on the destination's filesystem and published only when the gate passes, so a
+   failed export leaves nothing behind and publishing is renames only (see :func:`_make_staging`).
 2. :func:`build_bundle_plan`: reads ``model.json``, checks the ONNX file against its recorded
    sha256, builds the plan for a :class:`runtime.trt_target.TrtTarget` and records a
    :class:`runtime.bundle.PlanInfo`. The plan is written atomically after the build (and
@@ -14,8 +14,10 @@ A bundle is ``model.onnx`` (+ ``model.fp16.onnx``) + ``model.json`` (+ ``model.p
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
+from diffwave.interrupts import deferred
 from diffwave.model import DiffWave
 from runtime.bundle import (METADATA_NAME, BundleError, BundleMetadata, PlanInfo, Profile, current_umask,
                             write_bytes_atomic)
@@ -38,6 +41,10 @@ ONNX_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
 PRECISIONS = tuple(ONNX_NAMES)
 #: every file name export writes; a re-export replaces them all (stale plans would not match the new ONNX)
 BUNDLE_FILES = (*ONNX_NAMES.values(), METADATA_NAME, *(t.plan_name for t in TARGETS.values()))
+#: the staging directory inside an existing destination: ``.export.<mkdtemp's 8 characters>.staging``
+STAGING_PREFIX, STAGING_SUFFIX = ".export.", ".staging"
+#: inside a staging directory: the files of the bundle being replaced, kept until the new one is in place
+PREVIOUS_NAME = ".previous"
 
 Log = Callable[[str], None]
 
@@ -87,7 +94,8 @@ def check_destination(out_dir: Path, force: bool) -> None:
     """Refuse a file, or a non-empty directory that is not a bundle, unless ``force``."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and not (out_dir / METADATA_NAME).is_file() and any(out_dir.iterdir()) and not force:
+    if (out_dir.is_dir() and not (out_dir / METADATA_NAME).is_file() and not force
+            and any(not p.name.startswith(".") for p in out_dir.iterdir())):  # dot-names are never data
         raise ExportError(f"{out_dir}: exists and is not a bundle (no {METADATA_NAME}); "
                           "choose another -o or pass --force to write the bundle into it")
 
@@ -104,10 +112,8 @@ def export_bundle(model: DiffWave, out_dir: str | os.PathLike, settings: ExportS
         raise ExportError(f"precision {settings.precision!r} is not one of {', '.join(PRECISIONS)}")
     out_dir = Path(out_dir)
     check_destination(out_dir, settings.force)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent))
+    staging = _make_staging(out_dir)
     try:
-        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the published bundle
         started = time.perf_counter()
         fp32 = export_step_onnx(model, staging / ONNX_NAMES["fp32"], opset=settings.opset)
         fp16 = None
@@ -138,17 +144,103 @@ def export_bundle(model: DiffWave, out_dir: str | os.PathLike, settings: ExportS
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _make_staging(out_dir: Path) -> Path:
+    """A hidden staging directory on the filesystem ``out_dir`` lives on, so that publishing is renames only.
+
+    A new bundle is staged beside itself (``.<name>.<random>.staging`` in the parent that will
+    hold it) and published by renaming that directory. An existing directory is staged inside
+    itself (``.export.<random>.staging``): it may be a mount point (a Docker volume, another
+    disk, a tmpfs) whose parent is on another filesystem, where a rename from the parent fails
+    with EXDEV. Staging directories a killed export left there (SIGKILL, a power cut) go first.
+    """
+    if out_dir.is_dir():
+        _remove_stale_staging(out_dir, STAGING_PREFIX)
+        parent, prefix = out_dir, STAGING_PREFIX
+    else:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(out_dir.parent, f".{out_dir.name}.")
+        parent, prefix = out_dir.parent, f".{out_dir.name}."
+    staging = Path(tempfile.mkdtemp(prefix=prefix, suffix=STAGING_SUFFIX, dir=parent))
+    try:
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide a bundle published by renaming it
+    except BaseException:
+        staging.rmdir()
+        raise
+    return staging
+
+
+def _remove_stale_staging(folder: Path, prefix: str) -> None:
+    pattern = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(STAGING_SUFFIX))
+    for path in folder.glob(f".*{STAGING_SUFFIX}"):
+        if pattern.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _publish(staging: Path, out_dir: Path) -> None:
-    """Move the staged bundle into place: one rename for a new directory, else file by file."""
-    if not out_dir.exists():
+    """Move the staged bundle into place: one rename for a new directory, else file by file.
+
+    Every rename stays on one filesystem (:func:`_make_staging`), and nothing of an existing
+    bundle is touched before every new file is written and flushed to disk. Its files (and stale
+    plans, built from another ONNX) are then set aside inside the staging directory, the new ones
+    renamed in (``model.json`` last), and the old ones deleted with the staging directory; if a
+    rename fails, the old files are put back. A stop signal is held until publishing is done.
+    """
+    staged = sorted((p.name for p in staging.iterdir() if not p.name.startswith(".")),
+                    key=lambda n: n == METADATA_NAME)  # model.json last
+    for name in staged:
+        _fsync(staging / name)
+    _fsync(staging)
+    if staging.parent != out_dir:  # a new bundle, staged beside it
         os.replace(staging, out_dir)
+        _fsync(out_dir.parent)
         return
-    staged = {p.name for p in staging.iterdir()}
-    for name in BUNDLE_FILES:  # stale files of an older export (plans built from another ONNX)
-        if name not in staged:
-            (out_dir / name).unlink(missing_ok=True)
-    for name in sorted(staged, key=lambda n: n == METADATA_NAME):  # model.json last
-        os.replace(staging / name, out_dir / name)
+    previous = staging / PREVIOUS_NAME
+    previous.mkdir()
+    set_aside: list[str] = []
+    placed: list[str] = []
+    with deferred():
+        try:
+            for name in BUNDLE_FILES:
+                if os.path.lexists(out_dir / name):
+                    os.replace(out_dir / name, previous / name)
+                    set_aside.append(name)
+            for name in staged:
+                os.replace(staging / name, out_dir / name)
+                placed.append(name)
+        except BaseException:
+            _put_back(out_dir, previous, set_aside, placed)
+            raise
+    _fsync(out_dir)
+
+
+def _put_back(out_dir: Path, previous: Path, set_aside: list[str], placed: list[str]) -> None:
+    """Undo a publish that failed halfway (best effort: each step is tried)."""
+    for name in placed:
+        if name not in set_aside:
+            try:
+                (out_dir / name).unlink()
+            except OSError:
+                pass
+    for name in set_aside:
+        try:
+            os.replace(previous / name, out_dir / name)
+        except OSError:
+            pass
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a directory's entries) to disk; a filesystem that cannot sync a directory is let be."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EACCES):
+            raise
+    finally:
+        os.close(fd)
 
 
 def onnx_for_plan(bundle_dir: Path, metadata: BundleMetadata, precision: str) -> Path:

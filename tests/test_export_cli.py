@@ -6,6 +6,7 @@ runs as a subprocess, to check the installed entry point's status and one-line s
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -206,6 +207,122 @@ def test_failed_gate_keeps_an_existing_bundle(model_dir, onnx_bundle, tmp_path, 
     monkeypatch.setattr(bundle_export, "write_fp16_variant", functools.partial(write_fp16_variant, keep_step_fp32=False))
     assert invoke(model_dir, "-o", out, "--onnx-only", *PROFILE_ARGS).exit_code == 4
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+# -- an output folder on another filesystem (a mount point), and replacing a bundle safely ---------
+
+
+@pytest.fixture
+def mount_point(monkeypatch):
+    """``mount_point(out)`` makes ``out`` behave as another filesystem than its parent (a Docker volume,
+    a tmpfs): rename(2) fails with EXDEV between a path inside ``out`` (itself included) and one
+    outside it, and with EBUSY on ``out`` itself, as the kernel does. Returns the renames made."""
+
+    def install(out: Path) -> list[tuple[Path, Path]]:
+        out = Path(os.path.realpath(out))
+        renames = []
+
+        def inside(path) -> bool:
+            path = Path(os.path.realpath(path))
+            return path == out or out in path.parents
+
+        def guard(real):
+            def rename(src, dst, *args, **kwargs):
+                failure = (errno.EBUSY if out in (Path(os.path.realpath(src)), Path(os.path.realpath(dst)))
+                           else errno.EXDEV if inside(src) != inside(dst) else None)
+                if failure is not None:
+                    raise OSError(failure, os.strerror(failure), os.fspath(src), None, os.fspath(dst))
+                renames.append((Path(src), Path(dst)))
+                return real(src, dst, *args, **kwargs)
+            return rename
+
+        monkeypatch.setattr(os, "replace", guard(os.replace))
+        monkeypatch.setattr(os, "rename", guard(os.rename))
+        return renames
+
+    return install
+
+
+def _old_bundle(onnx_bundle: Path, out: Path) -> dict[str, bytes]:
+    """A copy of ``onnx_bundle`` with plans built from it (and a model.json whose bytes differ from a new
+    export's, so that a half-replaced bundle shows); returns its files' contents."""
+    _copy_bundle(onnx_bundle, out)
+    (out / "model.plan").write_bytes(b"a TensorRT plan of the old graph")
+    (out / "model.rtx.plan").write_bytes(b"a TensorRT-RTX plan of the old graph")
+    (out / "model.json").write_text(json.dumps(json.loads((out / "model.json").read_text()), indent=4) + "\n")
+    return _contents(out)
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() if p.is_file() else None for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("holding", ["nothing", "a killed export's staging", "a bundle with plans"])
+def test_export_into_a_mount_point(model_dir, onnx_bundle, tmp_path, mount_point, holding):
+    """-o a folder on another filesystem than its parent: staged and published inside it, renames only."""
+    out = tmp_path / "volume"
+    if holding == "a bundle with plans":
+        _old_bundle(onnx_bundle, out)
+    else:
+        out.mkdir()
+    if holding == "a killed export's staging":  # SIGKILL'd mid-export: hidden, so not data, and removed
+        (out / ".export.k1ll3d00.staging").mkdir()
+        (out / ".export.k1ll3d00.staging" / "model.onnx").write_bytes(b"half")
+    renames = mount_point(out)
+    result = invoke(model_dir, "-o", out, "--onnx-only", *PROFILE_ARGS)
+    assert result.exit_code == 0, result.stderr
+    # the stale plans (built from another graph) are gone, and so is every staging folder
+    assert sorted(p.name for p in out.iterdir()) == ["model.fp16.onnx", "model.json", "model.onnx"]
+    meta = BundleMetadata.read(out)
+    assert meta.plans == ()
+    for name in meta.onnx.values():
+        assert meta.onnx_sha256[name] == sha256_file(out / name)
+    assert (out / "model.onnx").stat().st_mode & 0o044 == 0o044
+    assert [p.name for p in tmp_path.iterdir()] == ["volume"]  # nothing staged beside the mount point
+    assert (out / "model.json") in [dst for _, dst in renames]
+
+
+def _fail_on_rename_onto(monkeypatch, target: Path) -> None:
+    """The first rename onto ``target`` fails (EIO), as publishing reaches model.json."""
+    real, failed = os.replace, []
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst) == target and not failed:
+            failed.append(dst)
+            raise OSError(errno.EIO, os.strerror(errno.EIO), os.fspath(src), None, os.fspath(dst))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def _raise(exc: BaseException):
+    def fail(*_args, **_kwargs):
+        raise exc
+    return fail
+
+
+@pytest.mark.parametrize("when", ["writing", "interrupted", "publishing"])
+def test_failed_export_keeps_an_existing_bundle_and_its_plans(model_dir, onnx_bundle, tmp_path, mount_point,
+                                                              monkeypatch, when):
+    """An existing bundle on a volume is untouched until every new file is written, and put back whole
+    when publishing fails halfway: the plans built from it survive."""
+    out = tmp_path / "volume"
+    before = _old_bundle(onnx_bundle, out)
+    mount_point(out)
+    if when == "writing":  # the volume fills up while the FP16 graph is written
+        monkeypatch.setattr(bundle_export, "write_fp16_variant",
+                            _raise(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+    elif when == "interrupted":
+        monkeypatch.setattr(bundle_export, "export_step_onnx", _raise(KeyboardInterrupt()))
+    else:  # the new graphs are in place when the rename of model.json fails
+        _fail_on_rename_onto(monkeypatch, out / "model.json")
+    result = invoke(model_dir, "-o", out, "--onnx-only", *PROFILE_ARGS)
+    expected = {"writing": (1, os.strerror(errno.ENOSPC)), "interrupted": (130, "interrupted"),
+                "publishing": (1, os.strerror(errno.EIO))}[when]
+    assert result.exit_code == expected[0], result.stderr
+    assert expected[1] in error_line(result)
+    assert _contents(out) == before  # byte for byte, plans included; no staging folder left inside
+    assert [p.name for p in tmp_path.iterdir()] == ["volume"]
 
 
 def test_check_needs_a_gpu(model_dir, tmp_path):

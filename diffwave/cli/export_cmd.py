@@ -54,7 +54,9 @@ def export_command(
 
     The parity gate runs ONNX Runtime on CPU at the profile's min, middle and max lengths
     (FP32: eps relative error <= 1e-5; FP16: <= 2e-2 and a 6-step fast reverse process with
-    SNR >= 30 dB). The bundle is staged beside OUTPUT and published only when the gate passes.
+    SNR >= 30 dB). The bundle is staged in a hidden folder on OUTPUT's filesystem (beside a
+    new OUTPUT, inside an existing one, which may be a mount point) and published only when the
+    gate passes; an existing bundle is replaced only once every new file is written.
     For the base model and the default profile the gate takes about a minute of CPU and
     ~5 GB of memory (ONNX Runtime at 1024 frames); a smaller --max-frames is cheaper.
 
