@@ -212,3 +212,70 @@ def test_hidden_wavs_in_a_folder_are_not_recordings(tmp_path, speech_wav):
     for name in ("a.wav", "._a.wav", ".a.wav.0iuixgk4.wav"):
         shutil.copy(speech_wav, tmp_path / name)
     assert find_wavs([tmp_path]) == [tmp_path / "a.wav"]
+
+
+def _one_line(result) -> str:
+    assert result.exit_code != 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_eval_refuses_outputs_that_would_overwrite_a_recording(tiny_bundle, short_dir, tmp_path):
+    _, onnx = tiny_bundle
+    fast = ["--no-perceptual", "--griffin-lim-iters", "1"]
+    data = tmp_path / "data"
+    (data / "griffin-lim-1").mkdir(parents=True)
+    victim, other = data / "victim.wav", data / "griffin-lim-1" / "other.wav"
+    shutil.copy(short_dir / "utt0.wav", victim)
+    shutil.copy(short_dir / "utt1.wav", other)
+    before = {p: p.read_bytes() for p in (victim, other)}
+
+    # --json on the recording itself, on a recording --limit leaves out, and through another spelling of its path
+    for args in (
+        [str(victim), "--json", str(victim)],
+        [str(other), str(victim), "--limit", "1", "--json", str(victim)],
+        [str(victim), "--json", str(data / "griffin-lim-1" / ".." / "victim.wav")],
+    ):
+        line = _one_line(runner.invoke(app, ["eval", "--onnx", str(onnx), *fast, *args]))
+        assert line.startswith(f"error: {victim}: --json would overwrite this input recording"), line
+    # --save-audio DIR writes DIR/<system>/<name>: here that is the input data/griffin-lim-1/other.wav
+    line = _one_line(runner.invoke(app, ["eval", "--onnx", str(onnx), *fast, str(other), "--save-audio", str(data)]))
+    assert line.startswith(f"error: {other}: --save-audio would overwrite this input recording"), line
+    # --spectrograms DIR writes DIR/<stem>.png: a recording of that name is not overwritten either
+    png = data / "victim.png"
+    shutil.copy(victim, png)
+    before[png] = png.read_bytes()
+    line = _one_line(runner.invoke(app, ["eval", "--onnx", str(onnx), *fast, str(png), "--spectrograms", str(data)]))
+    assert line.startswith(f"error: {png}: --spectrograms would overwrite this input recording"), line
+
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == ["griffin-lim-1", "griffin-lim-1/other.wav", "victim.png", "victim.wav"]
+
+
+def test_eval_refuses_two_recordings_with_one_output_name(tiny_bundle, short_dir, tmp_path):
+    _, onnx = tiny_bundle
+    a, b = tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav"
+    for path, source in ((a, "utt0.wav"), (b, "utt1.wav")):
+        path.parent.mkdir()
+        shutil.copy(short_dir / source, path)
+    fast = ["eval", "--onnx", str(onnx), "--no-perceptual", "--griffin-lim-iters", "1", str(a), str(b)]
+    out, figs, report = tmp_path / "out", tmp_path / "figs", tmp_path / "eval.json"
+
+    line = _one_line(runner.invoke(app, [*fast, "--save-audio", str(out), "--json", str(report)]))
+    assert line == f"error: {a} and {b} would both be written to {out / 'griffin-lim-1' / 'x.wav'}", line
+    line = _one_line(runner.invoke(app, [*fast, "--spectrograms", str(figs), "--json", str(report)]))
+    assert line == f"error: {a} and {b} would both be written to {figs / 'x.png'}", line
+    # the report is an output too: not on top of a saved wav
+    line = _one_line(runner.invoke(app, [*fast[:-1], "--save-audio", str(out), "--json", str(out / "griffin-lim-1" / "x.wav")]))
+    assert line == f"error: the --json report and griffin-lim-1's output for {a} would both be written to {out / 'griffin-lim-1' / 'x.wav'}"
+    assert not out.exists() and not figs.exists() and not report.exists()  # refused before any work
+
+    # the library refuses the same, before writing anything
+    with pytest.raises(ValueError, match="would both be written to"):
+        evaluate([a, b], [], FeatureSpec(), griffin_lim_iterations=1, perceptual=False, progress=False, save_audio=out)
+    assert not out.exists()
+    # one recording listed twice is not a collision
+    result = runner.invoke(app, [*fast[:-1], str(a), "--save-audio", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["griffin-lim-1", "onnx_model.onnx"]

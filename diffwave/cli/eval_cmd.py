@@ -40,7 +40,7 @@ def eval_command(
     ),
 ) -> None:
     """Vocode each recording's features and score the audio against the recording (see HELP)."""
-    from diffwave.evaluation.copy_synthesis import Synthesizer, evaluate, find_wavs
+    from diffwave.evaluation.copy_synthesis import Synthesizer, check_outputs, evaluate, find_wavs, system_names
     from diffwave.evaluation.metrics import MissingExtraError, require
     from diffwave.evaluation.report import SystemInfo
 
@@ -51,7 +51,13 @@ def eval_command(
         files = find_wavs(data)
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
-    files = files[:limit] if limit else files
+    found, files = files, (files[:limit] if limit else files)
+    labels = _labels(models)
+    try:  # no output may land on a recording (also one --limit leaves out) or on another output
+        names = system_names(labels, griffin_lim_iterations)
+        check_outputs(files, names, save_audio, spectrograms, json_file=json_file, inputs=found)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     try:  # fail before any vocoding if an optional package is missing
         require("auraloss", "the multi-resolution STFT distance")
         if spectrograms is not None:
@@ -69,7 +75,6 @@ def eval_command(
 
     with stop_signals_end_with("nothing half-written is left; no table was produced"):
         synthesizers, spec, first = [], None, None
-        labels = _labels(models)
         for (kind, path), label in zip(models, labels):
             try:
                 vocoder = Vocoder.load(path)

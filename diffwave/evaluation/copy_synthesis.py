@@ -55,6 +55,86 @@ def find_wavs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return found
 
 
+def system_names(model_names: Sequence[str], griffin_lim_iterations: int) -> list[str]:
+    """The table's systems in order: the original, Griffin-Lim, then the models."""
+    return [ORIGINAL, f"{GRIFFIN_LIM}-{griffin_lim_iterations}", *model_names]
+
+
+def output_plan(
+    files: Sequence[str | os.PathLike],
+    names: Sequence[str],
+    save_audio: Optional[str | os.PathLike] = None,
+    spectrograms: Optional[str | os.PathLike] = None,
+) -> list[tuple[Path, Optional[str], Path]]:
+    """(recording, system or None for its figure, output file) for every file :func:`evaluate` writes.
+
+    With ``save_audio``: ``<save_audio>/<system>/<recording's name>`` for every system but the
+    original; with ``spectrograms``: ``<spectrograms>/<recording's stem>.png``.
+    """
+    plan: list[tuple[Path, Optional[str], Path]] = []
+    for path in map(Path, files):
+        if save_audio is not None:
+            plan += [(path, name, Path(save_audio) / _safe(name) / path.name) for name in names if name != ORIGINAL]
+        if spectrograms is not None:
+            plan.append((path, None, Path(spectrograms) / f"{path.stem}.png"))
+    return plan
+
+
+def check_outputs(
+    files: Sequence[str | os.PathLike],
+    names: Sequence[str],
+    save_audio: Optional[str | os.PathLike] = None,
+    spectrograms: Optional[str | os.PathLike] = None,
+    json_file: Optional[str | os.PathLike] = None,
+    inputs: Optional[Sequence[str | os.PathLike]] = None,
+) -> None:
+    """Refuse, before any work, outputs that would overwrite an input recording or each other.
+
+    ``inputs``: every recording that must not be overwritten (default ``files``; the command
+    passes all it found, also those ``--limit`` leaves out). Raises ValueError, one line:
+    ``<recording>: … would overwrite this input recording`` or ``A and B would both be written to C``.
+    """
+    protected: dict[Path, Path] = {}
+    for path in map(Path, inputs if inputs is not None else files):
+        for key in (_where(path), path.resolve()):
+            protected.setdefault(key, path)
+    outputs: list[tuple[str, Optional[Path], Optional[str], Path]] = []  # (option, recording, system, file)
+    if json_file is not None:
+        outputs.append(("--json", None, None, Path(json_file)))
+    for source, system, target in output_plan(files, names, save_audio, spectrograms):
+        outputs.append(("--save-audio" if system is not None else "--spectrograms", source, system, target))
+    written: dict[Path, tuple[str, Optional[Path], Optional[str]]] = {}
+    for option, source, system, target in outputs:
+        key = _where(target)
+        if key in protected:
+            what = "" if source is None else f" with {system}'s output for {source}" if system else f" with the spectrogram of {source}"
+            raise ValueError(f"{protected[key]}: {option} would overwrite this input recording{what}")
+        if key in written:
+            first = written[key]
+            if first[1] is None or source is None:  # the report and a recording's output
+                owners = f"{_what(*first)} and {_what(option, source, system)}"
+            elif _where(first[1]) != _where(source):
+                owners = f"{first[1]} and {source}"
+            elif first[2] == system:
+                continue  # the same recording listed twice: the same output, written twice
+            else:  # two system names that make the same folder name
+                owners = f"{source}: {first[2]} and {system}"
+            raise ValueError(f"{owners} would both be written to {target}")
+        written[key] = (option, source, system)
+
+
+def _where(path: Path) -> Path:
+    """Where writing ``path`` lands: its folder resolved, the name kept (a rename replaces a link, not its target)."""
+    path = Path(path).absolute()
+    return path.parent.resolve() / path.name
+
+
+def _what(option: str, source: Optional[Path], system: Optional[str]) -> str:
+    if source is None:
+        return "the --json report"
+    return f"{system}'s output for {source}" if system is not None else f"the spectrogram of {source}"
+
+
 def evaluate(
     files: Sequence[Path],
     synthesizers: Sequence[Synthesizer],
@@ -76,13 +156,14 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    from diffwave.audio import read_wav
+    from diffwave.audio import feature_min_samples, read_wav
 
-    gl = SystemInfo(f"{GRIFFIN_LIM}-{griffin_lim_iterations}", GRIFFIN_LIM)
+    names = system_names([s.info.name for s in synthesizers], griffin_lim_iterations)
+    gl = SystemInfo(names[1], GRIFFIN_LIM)
     systems = [SystemInfo(ORIGINAL, ORIGINAL), gl, *(s.info for s in synthesizers)]
-    names = [s.name for s in systems]
     if len(set(names)) != len(names):
         raise ValueError(f"two systems share a name: {names}")
+    check_outputs(files, names, save_audio, spectrograms)
     report = EvalReport(
         steps=steps,
         seed=seed,
@@ -92,20 +173,21 @@ def evaluate(
         systems=systems,
         files=[str(f) for f in files],
     )
-    for path in files:
-        read_wav(path, spec.sample_rate)
+    for path in files:  # every input checked before any work (the same check as _synthesize's)
+        read_wav(path, spec.sample_rate, feature_min_samples(spec.n_fft))
     with tqdm(files, desc="eval", unit="file", disable=not progress) as bar:
         for path in bar:
             original, features, outputs = _synthesize(Path(path), synthesizers, spec, gl.name, griffin_lim_iterations, seed)
             for name in names:
                 report.rows.append(_score(str(path), name, outputs[name], original, features, spec, perceptual))
-                if save_audio is not None and name != ORIGINAL:
-                    _save(Path(save_audio) / _safe(name) / Path(path).name, outputs[name][: original.shape[0]], spec)
-            if spectrograms is not None:
-                from .figures import write_spectrogram_figure
+            for _, system, target in output_plan([path], names, save_audio, spectrograms):  # the paths check_outputs checked
+                if system is not None:
+                    _save(target, outputs[system][: original.shape[0]], spec)
+                else:
+                    from .figures import write_spectrogram_figure
 
-                shared = {name: outputs[name][: original.shape[0]] for name in names}
-                write_spectrogram_figure(Path(spectrograms) / f"{Path(path).stem}.png", shared, spec, title=Path(path).name)
+                    shared = {name: outputs[name][: original.shape[0]] for name in names}
+                    write_spectrogram_figure(target, shared, spec, title=Path(path).name)
             for a, b in itertools.combinations([s.info.name for s in synthesizers], 2):
                 report.snr.append(SnrRow(str(path), a, b, snr_db(outputs[b], outputs[a])))
     return report.finalize()
@@ -115,10 +197,10 @@ def _synthesize(
     path: Path, synthesizers: Sequence[Synthesizer], spec: FeatureSpec, gl_name: str, gl_iterations: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The recording, its features, and every system's audio for those features."""
-    from diffwave.audio import read_wav
+    from diffwave.audio import feature_min_samples, read_wav
     from diffwave.features import log_mel_spectrogram
 
-    original = read_wav(path, spec.sample_rate)
+    original = read_wav(path, spec.sample_rate, feature_min_samples(spec.n_fft))
     features = log_mel_spectrogram(original, spec).numpy()
     outputs = {ORIGINAL: original, gl_name: griffin_lim(features, spec, iterations=gl_iterations, seed=seed)}
     for synth in synthesizers:
