@@ -34,6 +34,7 @@ class Checkpoint:
     optimizer: Optional[dict] = None
     scaler: Optional[dict] = None
     ema: Optional[dict[str, torch.Tensor]] = None  #: averaged weights, when training keeps them
+    path: Optional[Path] = None  #: the file it was read from, for error messages
 
     @property
     def inference_label(self) -> str:
@@ -43,7 +44,10 @@ class Checkpoint:
     @property
     def config(self) -> DiffWaveConfig:
         # Unknown keys are tolerated here: a checkpoint from a newer lmnt may carry extra settings.
-        return DiffWaveConfig.from_params(self.params, strict=False)
+        try:
+            return DiffWaveConfig.from_params(self.params, strict=False)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{self.path or 'checkpoint'}: its params do not describe a network ({exc})") from None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"step": self.step, "model": self.model, "params": self.params}
@@ -73,13 +77,28 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: unreadable checkpoint ({first_line})") from None
     if not isinstance(data, dict) or "model" not in data:
         raise CheckpointError(f"{path}: not a DiffWave checkpoint (no 'model' state dict)")
+    for key in ("model", "ema"):
+        state = data.get(key)
+        if key == "ema" and state is None:
+            continue
+        if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+            raise CheckpointError(f"{path}: {key!r} is not a state dict of tensors")
+    params = data.get("params") or {}
+    if not isinstance(params, dict):
+        raise CheckpointError(f"{path}: params is {type(params).__name__}, expected a dict of settings")
+    step = data.get("step", 0)
+    if isinstance(step, torch.Tensor) and step.numel() == 1:
+        step = step.item()  # some trainers store the step as a tensor
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: step {step!r} is not a step count")
     return Checkpoint(
-        step=int(data.get("step", 0)),
+        step=int(step),
         model=data["model"],
-        params=dict(data.get("params") or {}),
+        params=dict(params),
         optimizer=data.get("optimizer"),
         scaler=data.get("scaler"),
         ema=data.get("ema"),
+        path=path,
     )
 
 
@@ -99,8 +118,9 @@ def _model_from(ckpt: Checkpoint, where: Path, use_ema: Optional[bool]):
     """The network of a loaded checkpoint with the weights :func:`load_model` describes."""
     from .model import DiffWave
 
+    config = ckpt.config  # names the file itself when the params are unusable
     try:
-        model = DiffWave(ckpt.config)
+        model = DiffWave(config)
     except ValueError as exc:
         raise CheckpointError(f"{where}: {exc}") from None
     if use_ema and ckpt.ema is None:

@@ -158,6 +158,7 @@ class DiffWaveConfig:
 
     def validate(self) -> None:
         m, f = self.model, self.features
+        f.validate()
         if m.residual_layers < 1 or m.residual_channels < 1 or m.dilation_cycle_length < 1:
             raise ValueError("residual_layers, residual_channels and dilation_cycle_length must be positive")
         if not m.unconditional and f.hop_samples != UPSAMPLER_HOP:

@@ -47,12 +47,15 @@ def cache_root() -> Path:
     return Path(base)
 
 
-def default_bundle(log: Callable[[str], None] = lambda _m: None) -> Path:
-    """The ONNX bundle of the shipped weights: exported (and gated) once, then reused."""
+def default_bundle(log: Callable[[str], None] = lambda _m: None, refresh: bool = False) -> Path:
+    """The ONNX bundle of the shipped weights: exported (and gated) once, then reused.
+
+    ``refresh`` exports again over a cached bundle that no longer loads (edited, truncated).
+    """
     weights = default_model().weights
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     bundle = cache_root() / f"default-{digest}"
-    if (bundle / METADATA_NAME).is_file():
+    if (bundle / METADATA_NAME).is_file() and not refresh:
         return bundle
     from export.bundle_export import ExportSettings, export_bundle
 

@@ -68,6 +68,10 @@ class NumpyOps:
     def to_host(array: np.ndarray) -> np.ndarray:
         return np.array(array, dtype=np.float32, copy=True)
 
+    @staticmethod
+    def all_finite(array: np.ndarray) -> bool:
+        return bool(np.isfinite(array).all())
+
     def synchronize(self) -> None:
         pass
 
@@ -129,6 +133,10 @@ class TorchOps:
     @staticmethod
     def to_host(array) -> np.ndarray:
         return array.detach().float().cpu().numpy().copy()
+
+    @staticmethod
+    def all_finite(array) -> bool:
+        return bool(array.isfinite().all())  # one device-to-host read, after the loop's own sync
 
     def synchronize(self) -> None:
         if self.stream is not None:

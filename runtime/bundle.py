@@ -61,7 +61,32 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FeatureSpec":
-        return cls(**_known(cls, data, "features"))
+        spec = cls(**_known(cls, data, "features"))
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        """Refuse settings no STFT or filterbank can use, naming the field (a :class:`BundleError`)."""
+        for name in ("sample_rate", "n_fft", "win_length", "hop_samples", "n_mels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BundleError(f"features: {name} must be a positive integer, got {value!r}")
+        if self.win_length > self.n_fft:
+            raise BundleError(f"features: win_length {self.win_length} is longer than n_fft {self.n_fft}")
+        for name in ("f_min", "power", "clip_min"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise BundleError(f"features: {name} must be a non-negative number, got {value!r}")
+        if not (self.power > 0 and self.clip_min > 0):
+            raise BundleError(f"features: power and clip_min must be positive, got {self.power!r} and {self.clip_min!r}")
+        if self.f_max is not None and (
+            isinstance(self.f_max, bool) or not isinstance(self.f_max, (int, float)) or not self.f_min < self.f_max <= self.sample_rate / 2
+        ):
+            raise BundleError(f"features: f_max must lie above f_min {self.f_min} and at most sample_rate/2, got {self.f_max!r}")
+        choices = {"mel_scale": ("htk", "slaney"), "mel_norm": (None, "slaney"), "compression": ("lmnt_db", "ln"), "normalized": (True, False)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise BundleError(f"features: {name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -174,6 +199,9 @@ class BundleMetadata:
             raise BundleError(f"unconditional must be true or false, got {self.unconditional!r}")
         if not isinstance(self.params, dict):
             raise BundleError(f"params must be an object, got {self.params!r}")
+        missing = [name for name in ("fast", "full") if name not in self.inference_schedules]
+        if missing:
+            raise BundleError(f"inference_schedules lacks {' and '.join(map(repr, missing))} (export writes both)")
         if not self.unconditional and self.hop_samples != upsampler_hop():
             raise BundleError(
                 f"hop_samples={self.hop_samples}, but the network's upsampler makes {upsampler_hop()} samples of every "

@@ -12,6 +12,10 @@ class VocoderError(ValueError):
     """The input or the model cannot be vocoded as asked (one line, naming what is wrong)."""
 
 
+class NonFiniteOutput(VocoderError):
+    """The network turned finite input into NaN or inf: the model (its weights, its graph) is broken."""
+
+
 class DeviceUnsupported(VocoderError):
     """This machine cannot run the model: no GPU, a GPU the plan does not support, no CUDA build.
 

@@ -45,6 +45,8 @@ def check_spectrogram(spectrogram: Any, n_mels: int, lengths: Optional[Sequence[
             spec = spec.float()
         shape = tuple(spec.shape)
     else:
+        if np.iscomplexobj(spectrogram):  # casting would drop the imaginary part with only a warning
+            raise VocoderError("spectrogram is complex; expected a real log-mel spectrogram")
         try:
             spec = np.asarray(spectrogram, dtype=np.float32)
         except (TypeError, ValueError) as exc:

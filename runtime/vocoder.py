@@ -24,7 +24,7 @@ import numpy as np
 from .backends.base import Backend
 from .bundle import BundleMetadata
 from .chunking import Plan, plan_windows
-from .errors import VocoderError
+from .errors import NonFiniteOutput, VocoderError
 from .inputs import check_spectrogram
 from .loop import ReverseLoop
 from .noise import NOISE_BUDGET_BYTES, check_injected_noise, item_seeds
@@ -233,6 +233,11 @@ class Vocoder:
             yield
 
     def _finish(self, outputs: list[Any], torch_device: Optional[str], ragged: bool) -> Any:
+        for i, out in enumerate(outputs):
+            # Finite input cannot make NaN in a sound network: broken weights can, and a NaN wav
+            # plays as full-scale noise. The check reads the audio once, beside a whole network pass per step.
+            if not bool(self.backend.ops.all_finite(out)):
+                raise NonFiniteOutput(f"the network produced NaN or inf (item {i}): its weights are broken; check the model with `diffwave export`'s gate")
         if torch_device is not None:
             import torch
 

@@ -16,6 +16,7 @@ models/README.md ("The bar") has both tables.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 
@@ -69,6 +70,23 @@ def test_second_demo_run_reuses_the_exported_bundle(demo_run, tmp_path):
     again = subprocess.run([sys.executable, "-m", "diffwave", "demo", "-o", str(tmp_path / "b.wav")], capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stderr
     assert "first use" not in again.stderr
+
+
+def test_demo_exports_again_over_a_cached_bundle_that_no_longer_loads(demo_run, tmp_path):
+    _, _, env = demo_run
+    cache = tmp_path / "cache"
+    shutil.copytree(env["DIFFWAVE_CACHE"], cache)
+    (bundle,) = cache.iterdir()
+    (bundle / "model.json").write_text("[]")  # e.g. a disk that filled up while a user edited it
+    env = {**env, "DIFFWAVE_CACHE": str(cache)}
+    again = subprocess.run([sys.executable, "-m", "diffwave", "demo", "-o", str(tmp_path / "c.wav")], capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "the cached bundle does not load" in again.stderr and "exporting it again" in again.stderr
+    assert (tmp_path / "c.wav").is_file()
+    bad = subprocess.run([sys.executable, "-m", "diffwave", "demo", "--steps", "bogus", "-o", str(tmp_path / "d.wav")],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and bad.stderr.strip() == "error: steps: unknown schedule 'bogus'; known: fast, full, or a list of betas"
+    assert not (tmp_path / "d.wav").exists()
 
 
 def test_shipped_weights_beat_an_untrained_network(demo_run):

@@ -177,3 +177,25 @@ def test_bad_config(tmp_path, corpus):
     config.write_text('{"n_melz": 64}')
     result = run(corpus, "--config", config)
     assert result.exit_code == 1 and "unknown config key(s) n_melz" in result.stderr
+
+
+
+@pytest.mark.parametrize(
+    "settings,expected",
+    [
+        ('{"n_mels": 0}', "features: n_mels must be a positive integer, got 0"),
+        ('{"n_mels": "x"}', "features: n_mels must be a positive integer, got 'x'"),
+        ('{"n_fft": 0}', "features: n_fft must be a positive integer, got 0"),
+        ('{"feature_mel_scale": "bogus"}', "features: mel_scale must be one of"),
+        ('{"feature_compression": "bogus"}', "features: compression must be one of"),
+    ],
+)
+def test_feature_settings_no_stft_can_use_are_refused_before_any_file(tmp_path, corpus, settings, expected):
+    # Before: n_mels 0 wrote empty spectrograms with exit 0, the others blamed every wav in turn.
+    config = tmp_path / "c.json"
+    config.write_text(settings)
+    before = sorted(p.name for p in corpus.rglob("*"))
+    result = run(corpus, "--config", config)
+    assert result.exit_code == 1 and result.stderr.strip().startswith(f"error: {config}: {expected}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in corpus.rglob("*")) == before

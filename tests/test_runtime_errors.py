@@ -183,6 +183,12 @@ def _set(path: str, value):
         (_set("features.foo", 1), "features: unknown field(s) foo"),
         (_set("features", 3), "features must be an object, got 3"),
         (_set("params", [1]), "params must be an object"),
+        (_set("inference_schedules", {"full": [0.1]}), "inference_schedules lacks 'fast'"),
+        (_set("features.mel_scale", "bogus"), "features: mel_scale must be one of 'htk', 'slaney', got 'bogus'"),
+        (_set("features.compression", "db"), "features: compression must be one of 'lmnt_db', 'ln'"),
+        (_set("features.n_fft", 0), "features: n_fft must be a positive integer, got 0"),
+        (_set("features.win_length", 4096), "features: win_length 4096 is longer than n_fft 1024"),
+        (_set("features.f_max", 20000.0), "features: f_max must lie above f_min"),
     ],
 )
 def test_malformed_model_json_is_one_line_naming_the_file(bundle, tmp_path, edit, expected):
@@ -249,6 +255,29 @@ def test_checkpoint_errors_are_one_line(tmp_path, model):
     with pytest.raises(VocoderError) as exc:
         Vocoder.load(broken, device="cpu")
     assert "unreadable checkpoint" in one_line(exc)
+
+
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        (lambda d: {**d, "model": 5}, "'model' is not a state dict of tensors"),
+        (lambda d: {**d, "model": {**d["model"], "extra": [1, 2]}}, "'model' is not a state dict of tensors"),
+        (lambda d: {**d, "ema": "x"}, "'ema' is not a state dict of tensors"),
+        (lambda d: {**d, "params": "abc"}, "params is str, expected a dict of settings"),
+        (lambda d: {**d, "params": {**d["params"], "residual_channels": "x"}}, "its params do not describe a network"),
+        (lambda d: {**d, "step": "abc"}, "step 'abc' is not a step count"),
+    ],
+)
+def test_malformed_checkpoints_are_one_line_naming_the_file(tmp_path, model, edit, expected):
+    import torch
+
+    good = save_model_dir(tmp_path / "run", model) / "weights.pt"
+    bad = tmp_path / "bad.pt"
+    torch.save(edit(torch.load(good, weights_only=True)), bad)
+    with pytest.raises(ValueError) as exc:
+        Vocoder.load(bad, device="cpu")
+    message = one_line(exc)
+    assert message.startswith(f"{bad}: ") and expected in message, message
 
 
 def test_checkpoint_loads_through_the_entry_point(tmp_path, model, vocoder):

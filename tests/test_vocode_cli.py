@@ -145,3 +145,83 @@ def test_bundle_and_usage_errors(onnx_path, tmp_path):
     _assert_failed_cleanly(vocode(mel, "--onnx", onnx_path, "-o", out, "--steps", "slow"), out, 1, "unknown schedule 'slow'")
     _assert_failed_cleanly(vocode("--onnx", onnx_path, "-o", out, "--seconds", 1), out, 1, "needs a spectrogram")
     _assert_failed_cleanly(vocode(mel, "--engine", tmp_path / "model.plan", "-o", out), out, 1, "no such file")
+
+
+def test_foreign_npy_files_and_short_wavs_are_one_line(onnx_path, tmp_path):
+    out = tmp_path / "out"
+    npz = tmp_path / "archive.npy"  # an .npz archive under a .npy name
+    with open(npz, "wb") as fh:
+        np.savez(fh, a=random_mel(80, 10))
+    _assert_failed_cleanly(vocode(npz, "--onnx", onnx_path, "-o", out), out, 1, f"{npz}: not a .npy array (it is an .npz archive)")
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    _assert_failed_cleanly(vocode(empty, "--onnx", onnx_path, "-o", out), out, 1, f"{empty}: unreadable .npy")
+    huge = tmp_path / "huge.npy"  # a header that asks for terabytes
+    with open(huge, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (80, 10**12)})
+        fh.write(b"\0" * 1000)
+    _assert_failed_cleanly(vocode(huge, "--onnx", onnx_path, "-o", out), out, 1, f"{huge}: unreadable .npy")
+    complex_mel = tmp_path / "complex.npy"
+    np.save(complex_mel, random_mel(80, 10) + 1j)
+    _assert_failed_cleanly(vocode(complex_mel, "--onnx", onnx_path, "-o", out), out, 1, "spectrogram is complex")
+    tiny = tmp_path / "tiny.wav"  # shorter than half an FFT window: the STFT cannot pad it
+    sf.write(tiny, np.zeros(10, np.float32), 22050)
+    _assert_failed_cleanly(vocode(tiny, "--onnx", onnx_path, "-o", out), out, 1, f"{tiny}: 10 samples is too short: the features need at least 513")
+
+
+def test_outputs_that_are_folders_or_the_source_recording_are_refused(onnx_path, tmp_path, speech_wav):
+    first, second = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(first, random_mel(80, 10))
+    np.save(second, random_mel(80, 12))
+    out = tmp_path / "out"
+    (out / "b.wav").mkdir(parents=True)  # the second target is a folder: nothing may be written for the first
+    result = vocode(first, second, "--onnx", onnx_path, "-o", out)
+    assert result.exit_code == 1 and result.stderr.strip() == f"error: {second}: its output {out / 'b.wav'} is an existing folder"
+    assert sorted(p.name for p in out.iterdir()) == ["b.wav"]
+    # x.wav.spec.npy vocoded into its own folder would replace the recording x.wav it came from.
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    shutil.copy(speech_wav, folder / "utt0.wav")
+    np.save(folder / "utt0.wav.spec.npy", random_mel(80, 10))
+    before = (folder / "utt0.wav").read_bytes()
+    result = vocode(folder / "utt0.wav.spec.npy", "--onnx", onnx_path, "-o", folder)
+    assert result.exit_code == 1 and "would overwrite the recording it was computed from" in result.stderr
+    assert (folder / "utt0.wav").read_bytes() == before
+
+
+def test_operating_system_errors_are_one_line(onnx_path, tmp_path):
+    mel = tmp_path / "m.npy"
+    np.save(mel, random_mel(80, 10))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder is needed")
+    result = vocode(mel, "--onnx", onnx_path, "-o", blocker / "out")
+    assert result.exit_code == 1, result.output
+    # before any vocoding, so no progress bar either: the one line
+    assert result.stderr.strip() == f"error: {blocker / 'out'}: Not a directory", result.stderr
+
+
+def test_usage_errors_are_one_line(onnx_path, tmp_path):
+    result = vocode(tmp_path / "m.npy", "--onnx", onnx_path, "--bogus")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: No such option: --bogus (see `diffwave vocode --help`)"
+    result = CliRunner().invoke(app, ["nosuch"])
+    assert result.exit_code == 2 and result.stderr.strip().startswith("error: No such command 'nosuch'")
+
+
+def test_a_checkpoint_whose_network_makes_nan_writes_nothing(model, tmp_path):
+    import torch
+
+    from diffwave.checkpoint import Checkpoint, save_checkpoint
+
+    broken = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    run = tmp_path / "broken"
+    save_checkpoint(run, Checkpoint(step=1, model=broken, params=model.config.to_params()))
+    mel = tmp_path / "m.npy"
+    np.save(mel, random_mel(80, 10))
+    out = tmp_path / "out"
+    result = vocode(mel, "--checkpoint", run, "-o", out, "--device", "cpu")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    # the last line (a progress bar may stand above it when stderr is not a terminal)
+    assert result.stderr.strip().splitlines()[-1] == f"error: {run}: the network produced NaN or inf (item 0): " \
+        "its weights are broken; check the model with `diffwave export`'s gate"
+    assert not out.exists() or not any(out.iterdir())

@@ -3,10 +3,62 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
-from typing import Iterator
+import sys
+from typing import Any, Iterator, Optional
 
 import typer
+import typer.core
+from typer import Abort
+
+try:  # typer 0.2x carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # older typer runs on click itself
+    from click.exceptions import ClickException
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """The ``diffwave`` command group, printing every failure the commands do not handle as one line.
+
+    Two kinds reach here. Usage errors (a bad option value, a missing argument), which click would
+    print as a framed block with the usage text, become ``error: <what>`` and a pointer to
+    ``--help`` (exit 2). Operating-system errors from any command (disk full, a read-only folder,
+    a path through a file) become ``error: <path>: <reason>`` (exit 1) instead of a traceback.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # output piped into `head`: click's own quiet handling
+                raise
+            raise fail(os_error_line(exc)) from None
+
+    def main(self, args: Optional[Any] = None, prog_name: Optional[str] = None, *rest: Any, **extra: Any) -> Any:
+        if extra.get("standalone_mode", True) is False or rest:
+            return super().main(args, prog_name, *rest, **extra)
+        extra["standalone_mode"] = False
+        try:
+            result = super().main(args, prog_name, **extra)
+        except ClickException as exc:  # UsageError, BadParameter, NoSuchOption, …
+            command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else (prog_name or "diffwave")
+            typer.echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
+            sys.exit(exc.exit_code)
+        except Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``path: reason`` for an OSError (``path -> other: reason`` for a failed rename or link)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{where}: {reason}"
+
 
 app = typer.Typer(
     name="diffwave",
@@ -14,6 +66,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrors,
 )
 
 

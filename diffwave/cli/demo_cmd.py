@@ -11,6 +11,22 @@ import typer
 from .app import app, fail, stop_signals_end_with
 
 
+def _open_default_bundle():
+    """The cached bundle of the bundled weights, exported on first use and again if it no longer loads."""
+    from runtime import Vocoder, VocoderError
+    from runtime.bundle import BundleError
+
+    from diffwave.default_model import default_bundle
+
+    log = lambda message: typer.echo(message, err=True)  # noqa: E731
+    bundle = default_bundle(log=log)
+    try:
+        return Vocoder.load(bundle, device="cpu")
+    except (VocoderError, BundleError) as exc:
+        log(f"the cached bundle does not load ({exc}); exporting it again")
+        return Vocoder.load(default_bundle(log=log, refresh=True), device="cpu")
+
+
 @app.command("demo")
 def demo_command(
     output: Path = typer.Option(Path("out.wav"), "--output", "-o", help="Where to write the vocoded sample.", dir_okay=False),
@@ -22,24 +38,25 @@ def demo_command(
     The first run exports the bundled weights to an ONNX bundle in ~/.cache/diffwave
     (override with DIFFWAVE_CACHE) and checks it against PyTorch; later runs reuse it.
     """
-    from runtime import Vocoder
+    from runtime import VocoderError
+    from runtime.bundle import BundleError
 
     from diffwave.audio import write_wav
-    from diffwave.default_model import default_bundle, default_model
+    from diffwave.default_model import default_model
 
     try:
         files = default_model()
-    except FileNotFoundError as exc:
+        with stop_signals_end_with("nothing half-written is left"):
+            vocoder = _open_default_bundle()
+            vocoder.schedule(steps)  # a bad --steps fails before any work
+            mel = np.load(files.sample_spectrogram)
+            vocoder(mel[:, :32], steps=steps, seed=seed)  # warm-up: sessions and buffers
+            start = time.perf_counter()
+            audio = vocoder(mel, steps=steps, seed=seed)[0]
+            wall = time.perf_counter() - start
+            write_wav(output, audio, vocoder.sample_rate)
+    except (FileNotFoundError, VocoderError, BundleError) as exc:
         raise fail(str(exc)) from None
-    with stop_signals_end_with("nothing half-written is left"):
-        bundle = default_bundle(log=lambda m: typer.echo(m, err=True))
-        vocoder = Vocoder.load(bundle, device="cpu")
-        mel = np.load(files.sample_spectrogram)
-        vocoder(mel[:, :32], steps=steps, seed=seed)  # warm-up: sessions and buffers
-        start = time.perf_counter()
-        audio = vocoder(mel, steps=steps, seed=seed)[0]
-        wall = time.perf_counter() - start
-        write_wav(output, audio, vocoder.sample_rate)
     seconds = len(audio) / vocoder.sample_rate
     typer.echo(
         f"vocoded {files.sample_wav.name} ({seconds:.2f} s of audio, {mel.shape[-1]} frames) in {wall:.2f} s "

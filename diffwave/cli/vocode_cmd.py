@@ -69,6 +69,7 @@ def vocode_command(
     """
     from runtime import DeviceUnsupported, Vocoder, VocoderError
     from runtime.bundle import BundleError
+    from runtime.errors import NonFiniteOutput
     from runtime.trt_target import TensorRTMissing
 
     from diffwave.audio import AudioError
@@ -87,12 +88,16 @@ def vocode_command(
             vocoder = Vocoder.load(chosen[0], device=device, threads=threads, spinning=spinning, max_frames=max_frames)
             vocoder.schedule(schedule)  # an unknown schedule fails before any input is read
             if seconds is not None:
+                out_dir.mkdir(parents=True, exist_ok=True)  # a path through a file fails here, before any work
                 produced = _generate(vocoder, out_dir, seconds, count, batch_size, schedule, seed, float_output)
             else:
                 jobs = _load_inputs(inputs or [], out_dir, vocoder)
+                out_dir.mkdir(parents=True, exist_ok=True)  # a path through a file fails here, before any work
                 produced = _vocode(vocoder, jobs, batch_size, schedule, seed, float_output)
         except (TensorRTMissing, DeviceUnsupported) as exc:
             raise fail(str(exc), code=EXIT_CANNOT_RUN) from None
+        except NonFiniteOutput as exc:  # the model is at fault, not the input: name it
+            raise fail(f"{chosen[0]}: {exc}", code=EXIT_BAD_INPUT) from None
         except (VocoderError, BundleError, AudioError) as exc:
             raise fail(str(exc), code=EXIT_BAD_INPUT) from None
     files, audio_seconds, wall = produced
@@ -121,12 +126,28 @@ def _output_name(source: Path) -> str:
     return name if name.endswith(".wav") else name + ".wav"
 
 
+def _load_npy(source: Path) -> np.ndarray:
+    """A spectrogram array from a .npy file; anything else (an .npz, a pickle, a torn file) is one line."""
+    from runtime import VocoderError
+
+    try:
+        spec = np.load(source, allow_pickle=False)
+    except MemoryError:
+        raise VocoderError(f"{source}: unreadable .npy (its header asks for more memory than there is)") from None
+    except Exception as exc:  # numpy raises OSError, ValueError, EOFError, … for foreign or torn files
+        text = str(exc).strip()
+        raise VocoderError(f"{source}: unreadable .npy ({text.splitlines()[0] if text else type(exc).__name__})") from None
+    if not isinstance(spec, np.ndarray):  # np.load returns an NpzFile for a zip archive
+        raise VocoderError(f"{source}: not a .npy array (it is an .npz archive)")
+    return spec
+
+
 def _load_inputs(inputs: list[Path], out_dir: Path, vocoder) -> list[Job]:
     """Read and check every input before anything is vocoded or written."""
     from runtime import VocoderError
     from runtime.inputs import check_spectrogram
 
-    from diffwave.audio import read_wav
+    from diffwave.audio import feature_min_samples, read_wav
     from diffwave.features import log_mel_spectrogram
 
     if vocoder.unconditional:
@@ -137,14 +158,11 @@ def _load_inputs(inputs: list[Path], out_dir: Path, vocoder) -> list[Job]:
         if not source.is_file():
             raise VocoderError(f"{source}: no such file")
         if source.suffix == ".npy":
-            try:
-                spec = np.load(source, allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise VocoderError(f"{source}: unreadable .npy ({str(exc).strip().splitlines()[0]})") from None
+            spec = _load_npy(source)
             if spec.ndim == 3 and spec.shape[0] != 1:
                 raise VocoderError(f"{source}: holds a batch of {spec.shape[0]} spectrograms; expected [n_mels, frames] or [1, n_mels, frames]")
         elif source.suffix == ".wav":
-            audio = read_wav(source, vocoder.sample_rate)
+            audio = read_wav(source, vocoder.sample_rate, feature_min_samples(vocoder.metadata.features.n_fft))
             spec = log_mel_spectrogram(audio, vocoder.metadata.features).numpy()
         else:
             raise VocoderError(f"{source}: unsupported input (expected a .npy spectrogram or a .wav file)")
@@ -159,6 +177,10 @@ def _load_inputs(inputs: list[Path], out_dir: Path, vocoder) -> list[Job]:
         output = out_dir / _output_name(source)
         if output.resolve() == source.resolve():
             raise VocoderError(f"{source}: output would overwrite this input; choose another --output folder")
+        if source.name.endswith(".wav.spec.npy") and output.resolve() == source.with_name(source.name[: -len(".spec.npy")]).resolve():
+            raise VocoderError(f"{source}: output would overwrite the recording it was computed from ({output}); choose another --output folder")
+        if output.is_dir():
+            raise VocoderError(f"{source}: its output {output} is an existing folder")
         if output in targets:
             raise VocoderError(f"{source} and {targets[output]} would both be written to {output}")
         targets[output] = source

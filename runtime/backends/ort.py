@@ -31,6 +31,8 @@ def sha256_of(path: Path) -> str:
 
 def check_onnx_in_bundle(path: Path, metadata: BundleMetadata) -> None:
     """The ONNX file must be the one ``model.json`` describes (by name and, where recorded, hash)."""
+    if not path.is_file():
+        raise VocoderError(f"{path}: missing from its bundle (re-export it)")
     listed = set(metadata.onnx.values())
     if listed and path.name not in listed:
         raise VocoderError(
