@@ -177,7 +177,8 @@ def _load_inputs(inputs: list[Path], out_dir: Path, vocoder) -> list[Job]:
         output = out_dir / _output_name(source)
         if output.resolve() == source.resolve():
             raise VocoderError(f"{source}: output would overwrite this input; choose another --output folder")
-        if source.name.endswith(".wav.spec.npy") and output.resolve() == source.with_name(source.name[: -len(".spec.npy")]).resolve():
+        recording = source.with_name(source.name[: -len(".spec.npy")]) if source.name.endswith(".wav.spec.npy") else None
+        if recording is not None and recording.exists() and output.resolve() == recording.resolve():
             raise VocoderError(f"{source}: output would overwrite the recording it was computed from ({output}); choose another --output folder")
         if output.is_dir():
             raise VocoderError(f"{source}: its output {output} is an existing folder")
