@@ -9,6 +9,8 @@ load unchanged and ours load in lmnt's code.
 from __future__ import annotations
 
 import json
+import math
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -159,6 +161,20 @@ class DiffWaveConfig:
     def validate(self) -> None:
         m, f = self.model, self.features
         f.validate()
+        for section in (self.model, self.train):
+            _check_types(section)
+        t = self.train
+        if not (math.isfinite(t.learning_rate) and t.learning_rate >= 0):
+            raise ValueError(f"learning_rate={t.learning_rate!r}: must be a finite number >= 0")
+        if t.max_grad_norm is not None and not (math.isfinite(t.max_grad_norm) and t.max_grad_norm > 0):
+            # a negative limit would flip every gradient (the loss climbs); 0 would read as "no clipping"
+            raise ValueError(f"max_grad_norm={t.max_grad_norm!r}: must be positive, or null for no clipping")
+        if t.ema_decay is not None and not 0.0 <= t.ema_decay < 1.0:
+            raise ValueError(f"ema_decay={t.ema_decay!r}: must lie in [0, 1) (e.g. 0.999), or null for no average")
+        if t.seed < 0:
+            raise ValueError(f"seed={t.seed}: must be >= 0")
+        if t.audio_len < 1:
+            raise ValueError(f"audio_len={t.audio_len}: must be a positive number of samples")
         if m.residual_layers < 1 or m.residual_channels < 1 or m.dilation_cycle_length < 1:
             raise ValueError("residual_layers, residual_channels and dilation_cycle_length must be positive")
         if not m.unconditional and f.hop_samples != UPSAMPLER_HOP:
@@ -176,6 +192,29 @@ class DiffWaveConfig:
             )
         if not 0.0 <= self.train.fast_step_share <= 1.0:  # also refuses NaN
             raise ValueError(f"fast_step_share={self.train.fast_step_share}: must be a share of the batch, 0..1")
+
+
+def _check_types(section: Any) -> None:
+    """Each field of a config section has its annotated type: a JSON 2.5 where an int belongs, or a
+    string where a number belongs, is refused here, naming the key, instead of failing deep in torch."""
+    for name, hint in typing.get_type_hints(type(section)).items():
+        value = getattr(section, name)
+        optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+        if optional:
+            if value is None:
+                continue
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        if hint is bool:
+            ok = isinstance(value, bool)
+        elif hint is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif hint is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else:
+            continue
+        if not ok:
+            kind = {bool: "true or false", int: "an integer", float: "a finite number"}[hint]
+            raise ValueError(f"{name}={value!r}: must be {kind}{' or null' if optional else ''}")
 
 
 def network_param_keys() -> frozenset[str]:

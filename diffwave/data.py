@@ -227,9 +227,11 @@ class CropDataset(Dataset):
         """``crop_mel_frames`` frames and the samples under them: frame f covers samples [f·hop, (f+1)·hop)."""
         crop, hop = self.config.train.crop_mel_frames, self.config.features.hop_samples
         start = int(rng.integers(0, record.frames - crop + 1))
-        spec = np.load(record.spectrogram, mmap_mode="r")[:, start : start + crop]
+        spec = np.ascontiguousarray(np.load(record.spectrogram, mmap_mode="r")[:, start : start + crop], dtype=np.float32)
+        if not np.isfinite(spec).all():  # checked per crop: reading every file at every start would cost minutes
+            raise DataError(f"{record.spectrogram}: NaN or inf in frames {start}..{start + crop - 1} (preprocess it again)")
         audio = self._read(record, start * hop, (start + crop) * hop)
-        return Example(audio, np.ascontiguousarray(spec, dtype=np.float32))
+        return Example(audio, spec)
 
     def _audio_crop(self, record: Record, rng: np.random.Generator) -> Example:
         length = self.config.train.audio_len
@@ -244,7 +246,10 @@ class CropDataset(Dataset):
                 audio, sr = sf.read(str(record.wav), start=start, stop=min(stop, record.samples), dtype="float32", always_2d=True)
         except Exception as exc:
             raise AudioError(f"{record.wav}: unreadable audio ({_first_line(exc)})") from None
-        audio = np.clip(audio.mean(axis=1), -1.0, 1.0)
+        audio = audio.mean(axis=1)
+        if not np.isfinite(audio).all():
+            raise AudioError(f"{record.wav}: NaN or inf in samples {start}..{stop - 1}")
+        audio = np.clip(audio, -1.0, 1.0)
         out = np.zeros(stop - start, dtype=np.float32)
         out[: len(audio)] = audio
         return out

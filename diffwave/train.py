@@ -43,6 +43,7 @@ from .checkpoint import (
     weights_label,
 )
 from .config import DiffWaveConfig, network_param_keys
+from .audio import AudioError
 from .data import Batch, CropBatchSampler, CropDataset, DataError, Record, collate, scan
 from .distributed import DistContext
 from .model import DiffWave
@@ -189,6 +190,7 @@ class Learner:
         self.ema: Optional[dict[str, torch.Tensor]] = self._weights_copy() if config.train.ema_decay is not None else None
         self._averaged: Optional[DiffWave] = None  #: scratch network holding the average, for validation
         self.step = 0
+        self.saved_step = 0  #: the step of the newest checkpoint this run wrote (or resumed from)
 
     def _weights_copy(self) -> dict[str, torch.Tensor]:
         """Where a weight average starts: a float32 copy of the network's current weights."""
@@ -411,7 +413,7 @@ def train(
     bar = tqdm(
         initial=learner.step, total=options.max_steps, desc="train", unit="step", disable=not (options.progress and ctx.is_main)
     )
-    saved_at = learner.step
+    learner.saved_step = learner.step
     # Without a bar (a log file, a batch job) each checkpoint gets one plain line instead.
     pace = _Pace() if ctx.is_main and not options.progress else None
     deadline = None if options.max_minutes is None else time.monotonic() + 60.0 * options.max_minutes
@@ -423,7 +425,7 @@ def train(
                 result.out_of_time = True
                 break
             with interrupts.deferred():  # Ctrl-C and SIGTERM land between steps (see interrupts.py)
-                batch = next(batches)
+                batch = _next_batch(batches)
                 loss, grad_norm = learner.train_step(batch)
             result.losses.append(loss)
             bar.update()
@@ -435,13 +437,12 @@ def train(
                     summary.scalars(learner.step, loss, grad_norm, learner)
             if learner.step % options.checkpoint_every == 0:
                 _save(learner, options, summary, batch, validation, pace)
-                saved_at = learner.step
-        if learner.step > saved_at:
+        if learner.step > learner.saved_step:
             _save(learner, options, summary, batch, validation, pace)
     except KeyboardInterrupt:
         # Ctrl-C keeps the work done so far, unless a second one broke into a half-done step.
-        if not ctx.distributed and learner.step > saved_at and not interrupts.interrupted_mid_step():
-            _save(learner, options, summary, None)
+        if not ctx.distributed and learner.step > learner.saved_step and not interrupts.interrupted_mid_step():
+            _save(learner, options, summary, None, hold_signals=False)  # a second Ctrl-C still stops at once
         raise
     finally:
         # Stop the loader's workers now, not when a traceback that still holds the iterator is
@@ -453,6 +454,22 @@ def train(
     ddp.barrier(ctx)
     result.step = learner.step
     return result
+
+
+def _next_batch(batches) -> Batch:
+    """The next batch; a data error raised in a DataLoader worker comes back as its own one line.
+
+    The loader re-raises a worker's exception with the worker's whole traceback as its message;
+    our data errors end it with ``<module>.<Type>: <file>: <what>``, which is all a user needs.
+    """
+    try:
+        return next(batches)
+    except (DataError, AudioError) as exc:
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        name = f"{type(exc).__module__}.{type(exc).__name__}: "
+        if last.startswith(name):
+            raise type(exc)(last[len(name):]) from None
+        raise
 
 
 def _start_from(learner: Learner, options: TrainOptions, ctx: DistContext) -> None:
@@ -471,13 +488,19 @@ def _save(
     batch: Optional[Batch],
     validation: Optional[ValidationSet] = None,
     pace: Optional[_Pace] = None,
+    hold_signals: bool = True,
 ) -> None:
     """Write a checkpoint (main rank), after checking that every replica holds the same weights."""
     if not ddp.replicas_agree(learner.model, learner.ctx):
         raise TrainingError(f"data-parallel replicas hold different weights at step {learner.step}")
     if not learner.ctx.is_main:
+        learner.saved_step = learner.step
         return
-    saved = save_checkpoint(options.model_dir, learner.checkpoint())
+    # A stop signal that lands in the write waits for it: torch's zip writer, broken off halfway,
+    # raised a second error over the first (a traceback, exit 1, and the step lost).
+    with interrupts.deferred() if hold_signals else contextlib.nullcontext():
+        saved = save_checkpoint(options.model_dir, learner.checkpoint())
+        learner.saved_step = learner.step
     if pace:
         tqdm.write(pace.line(learner.step, Path(saved).name), file=sys.stderr)
     _prune(Path(options.model_dir), options.keep_checkpoints)

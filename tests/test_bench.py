@@ -159,6 +159,8 @@ def test_memory_columns_in_the_report(run_dir, onnx_path, tmp_path):
         (["--seconds", "0"], 2, "positive"),
         (["--batch", "0"], 2, "at least 1"),
         (["--steps", "medium"], 2, "unknown schedule 'medium'"),
+        (["--seconds", "inf"], 2, "at most 3600 s of audio per row"),
+        (["--batch", "100000000"], 2, "at most 1024 items per call"),
     ],
 )
 def test_bad_usage_is_one_line_and_writes_nothing(run_dir, onnx_path, tmp_path, args, code, words):
@@ -177,6 +179,19 @@ def test_missing_or_broken_model_files(tmp_path):
     broken.write_bytes(b"not a checkpoint")
     result = bench("--checkpoint", broken, "--json", out)
     assert result.exit_code == 1 and str(broken) in result.output and not out.exists()
+
+
+def test_a_bundle_of_another_network_than_the_checkpoint_is_refused(run_dir, tmp_path):
+    # Its rows would time another model than the reference rows: the speed-ups would mean nothing.
+    other = write_onnx_bundle(tmp_path / "other", random_model(tiny_config(residual_layers=3), seed=1))
+    out = tmp_path / "out.json"
+    result = bench("--checkpoint", run_dir, "--onnx", other, "--no-memory", "--json", out)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"error: {other}: another network than --checkpoint {run_dir} (residual_layers 3 vs 4): "
+        "the speed-ups would compare different models"
+    )
+    assert not out.exists()
 
 
 def test_without_a_model_it_runs_a_random_base_model(tmp_path):

@@ -95,6 +95,26 @@ def test_train_every_record_too_short(tmp_path, tiny_json, preprocessed_dir):
     one_error_line(train_cli(tmp_path / "run", preprocessed_dir, "--config", config), "shorter than one crop (5000 frames)")
 
 
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_train_nan_spectrogram_names_the_file(tmp_path, tiny_json, preprocessed_dir, workers):
+    # Before: "loss is nan ... lower the learning rate" (training) or a silent nan held-out loss (--valid).
+    import shutil
+
+    import numpy as np
+
+    data = tmp_path / "data"
+    shutil.copytree(preprocessed_dir, data)
+    spec = sorted(data.glob("*.spec.npy"))[0]
+    np.save(spec, np.full_like(np.load(spec), np.nan))
+    args = ["train", str(tmp_path / "run"), str(data), "--config", str(tiny_json), "--device", "cpu", "--no-progress",
+            "--max-steps", "4", "--workers", workers]
+    one_error_line(runner.invoke(app, args), f"{spec}: NaN or inf in frames")
+    # and as a --valid folder, before the first step
+    args = ["train", str(tmp_path / "run2"), str(preprocessed_dir), "--valid", str(data), "--config", str(tiny_json),
+            "--device", "cpu", "--no-progress", "--max-steps", "1", "--workers", workers]
+    one_error_line(runner.invoke(app, args), f"{spec}: NaN or inf in frames")
+
+
 @pytest.mark.parametrize(
     "content, fragment",
     [
@@ -103,8 +123,18 @@ def test_train_every_record_too_short(tmp_path, tiny_json, preprocessed_dir):
         ('{"residual_layer": 4}', "unknown config key(s) residual_layer"),
         ('{"hop_samples": 300}', "upsampler is built for a hop of 256"),
         ('{"residual_layers": 0}', "must be positive"),
+        # values that trained silently wrong (a negative clip flips every gradient; an average
+        # decaying by 1.5 diverges and is what inference loads) or crashed deep in torch
+        ('{"max_grad_norm": -1}', "max_grad_norm=-1: must be positive, or null for no clipping"),
+        ('{"ema_decay": 1.5}', "ema_decay=1.5: must lie in [0, 1)"),
+        ('{"learning_rate": "abc"}', "learning_rate='abc': must be a finite number"),
+        ('{"learning_rate": -1}', "learning_rate=-1: must be a finite number >= 0"),
+        ('{"residual_layers": 2.5}', "residual_layers=2.5: must be an integer"),
+        ('{"seed": -1}', "seed=-1: must be >= 0"),
+        ('{"unconditional": "yes"}', "unconditional='yes': must be true or false"),
     ],
-    ids=["syntax", "not-object", "typo", "hop", "zero-layers"],
+    ids=["syntax", "not-object", "typo", "hop", "zero-layers", "negative-clip", "ema-above-1", "lr-string",
+         "lr-negative", "float-layers", "negative-seed", "bool-string"],
 )
 def test_train_bad_config(tmp_path, preprocessed_dir, content, fragment):
     config = tmp_path / "bad.json"

@@ -213,6 +213,32 @@ def test_sigterm_saves_the_steps_since_the_last_checkpoint(tmp_path, preprocesse
     assert load_checkpoint(run).step >= 1  # no checkpoint was due: this one was written on SIGTERM
 
 
+def test_a_stop_signal_during_a_checkpoint_write_waits_for_it(tmp_path, preprocessed_dir, monkeypatch):
+    """SIGTERM that lands inside torch.save: the write finishes, then the run stops with that checkpoint.
+
+    Broken off halfway, torch's zip writer raised a second error over the first (a traceback and
+    exit 1 instead of 143, the step lost); seen with a large model, where a save takes long.
+    """
+    import diffwave.checkpoint as checkpoint_module
+    from diffwave.interrupts import Terminated, stop_signals_raise
+
+    real_save = checkpoint_module.torch.save
+    finished: list[bool] = []
+
+    def save_hit_by_sigterm(obj, fh):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-write, as from `timeout` or a scheduler
+        real_save(obj, fh)
+        finished.append(True)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save_hit_by_sigterm)
+    run = tmp_path / "run"
+    with pytest.raises(Terminated), stop_signals_raise():
+        train(options(run, preprocessed_dir, max_steps=10, checkpoint_every=2), tiny_config())
+    assert finished == [True]  # the write the signal landed in ran to its end, and nothing was saved twice
+    assert load_checkpoint(run).step == 2
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temporaries
+
+
 def _start_training(tmp_path: Path, model_dir: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
     """``diffwave train`` of the tiny config on one thread, as a child process to signal."""
     config_file = tmp_path / "tiny.json"

@@ -28,6 +28,11 @@ HELP = (
 )
 
 
+#: Bounds on --seconds and --batch: beyond them the input arrays alone outgrow any machine's memory
+#: (an hour at 22.05 kHz is 79 M samples per item; 1024 items of that would be 325 GB).
+MAX_SECONDS, MAX_BATCH = 3600.0, 1024
+
+
 def _floats(text: str, option: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
@@ -35,6 +40,8 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
         raise fail(f"{option} {text!r}: expected comma-separated numbers, e.g. 1,5,10", code=EXIT_USAGE) from None
     if not values or any(not (v > 0) for v in values):
         raise fail(f"{option} {text!r}: every value must be positive", code=EXIT_USAGE)
+    if any(v > MAX_SECONDS for v in values):  # inf, or more audio than any buffer here could hold
+        raise fail(f"{option} {text!r}: at most {MAX_SECONDS:g} s of audio per row", code=EXIT_USAGE)
     return values
 
 
@@ -45,6 +52,8 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
         raise fail(f"{option} {text!r}: expected comma-separated whole numbers, e.g. 1,4", code=EXIT_USAGE) from None
     if not values or any(v < 1 for v in values):
         raise fail(f"{option} {text!r}: every value must be at least 1", code=EXIT_USAGE)
+    if any(v > MAX_BATCH for v in values):
+        raise fail(f"{option} {text!r}: at most {MAX_BATCH} items per call", code=EXIT_USAGE)
     return values
 
 
@@ -160,6 +169,7 @@ def _prepare_models(tmp: Path, onnx: Optional[Path], checkpoint: Optional[Path],
         except (CheckpointError, OSError, ValueError) as exc:
             raise fail(str(exc), code=EXIT_BAD_INPUT) from None
         weights, checkpoint_file = f"checkpoint {checkpoint}", checkpoint
+        _check_same_network(module.config, onnx, engine, checkpoint)
     else:
         config = DiffWaveConfig()
         bundle = onnx if onnx is not None else engine
@@ -182,6 +192,25 @@ def _prepare_models(tmp: Path, onnx: Optional[Path], checkpoint: Optional[Path],
     if onnx is None and (names is None or any(n.startswith("onnxruntime") for n in names)):
         onnx = _export_onnx(module, tmp / "onnx")
     return BenchModels(metadata=metadata, checkpoint=Path(checkpoint_file), onnx=onnx, engine=engine, weights=weights, module=module)
+
+
+def _check_same_network(config, onnx: Optional[Path], engine: Optional[Path], checkpoint: Path) -> None:
+    """Refuse a bundle of another network than --checkpoint's: its rows would time another model,
+    and the speed-ups against the reference rows would mean nothing."""
+    from diffwave.config import network_param_keys
+    from runtime.bundle import BundleError, BundleMetadata
+
+    ours = config.to_params()
+    for bundle in (b for b in (onnx, engine) if b is not None):
+        try:
+            theirs = BundleMetadata.read(bundle.parent).params
+        except BundleError as exc:
+            raise fail(str(exc), code=EXIT_BAD_INPUT) from None
+        differ = sorted(k for k in network_param_keys() if k in theirs and theirs[k] != ours.get(k))
+        if differ:
+            detail = ", ".join(f"{k} {theirs[k]!r} vs {ours.get(k)!r}" for k in differ[:3])
+            raise fail(f"{bundle}: another network than --checkpoint {checkpoint} ({detail}): the speed-ups would compare different models",
+                       code=EXIT_BAD_INPUT)
 
 
 def _export_onnx(module, folder: Path) -> Path:
