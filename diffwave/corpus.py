@@ -246,9 +246,16 @@ def espeak_executable() -> str:
     return exe
 
 
-def render(utt: Utterance, out_dir: Path, exe: str) -> ManifestEntry:
-    """Speak one utterance into its wav (atomically); an existing wav of the same name is kept."""
+def render(utt: Utterance, out_dir: Path, exe: str, recorded_samples: Optional[int] = None) -> ManifestEntry:
+    """Speak one utterance into its wav (atomically); an existing wav of the same name is kept if it is whole.
+
+    Whole means readable, and as long as the manifest of an earlier run says (``recorded_samples``):
+    our writes are atomic, so a damaged wav was damaged from outside (a full disk, a copy cut short),
+    and speaking it again gives the same bytes.
+    """
     path = out_dir / utt.file
+    if path.exists() and not _whole(path, recorded_samples):
+        path.unlink()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path, suffix=".wav") as tmp:
@@ -262,6 +269,14 @@ def render(utt: Utterance, out_dir: Path, exe: str) -> ManifestEntry:
             _check_wav(tmp, utt.file)
     info = _check_wav(path, utt.file)
     return ManifestEntry(utt.file, utt.split, utt.text, utt.voice, utt.speed, utt.pitch, info.frames)
+
+
+def _whole(path: Path, recorded_samples: Optional[int]) -> bool:
+    try:
+        frames = sf.info(str(path)).frames
+    except Exception:  # libsndfile refuses empty and foreign files
+        return False
+    return frames > 0 and (recorded_samples is None or frames == recorded_samples)
 
 
 def _check_wav(path: Path, name: str):
@@ -321,7 +336,8 @@ def make_corpus(
     with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
         total=len(plan), desc="espeak-ng", unit="wav", disable=not progress
     ) as bar:
-        futures = {pool.submit(render, utt, out_dir, exe): utt.index for utt in plan}
+        recorded = _recorded_samples(out_dir / MANIFEST_NAME)
+        futures = {pool.submit(render, utt, out_dir, exe, recorded.get(utt.file)): utt.index for utt in plan}
         try:
             for fut in as_completed(futures):
                 entries[futures[fut]] = fut.result()
@@ -333,6 +349,14 @@ def make_corpus(
     done = [e for e in entries if e is not None]
     write_manifest(out_dir / MANIFEST_NAME, done)
     return done
+
+
+def _recorded_samples(path: Path) -> dict[str, int]:
+    """file -> samples from an earlier run's manifest (none when there is none, or it is unreadable)."""
+    try:
+        return {e.file: e.samples for e in read_manifest(path)} if path.is_file() else {}
+    except (CorpusError, OSError, UnicodeDecodeError):
+        return {}
 
 
 def write_manifest(path: Path, entries: Iterable[ManifestEntry]) -> None:

@@ -81,6 +81,22 @@ def test_corpus_resumes_and_refuses_a_foreign_folder(tmp_path):
     assert _digest(out) == before
 
 
+def test_a_rerun_speaks_again_wavs_damaged_since(tmp_path):
+    # Before: an emptied wav stopped the rerun with a libsndfile traceback, and a truncated one was
+    # kept and entered in the manifest with a few samples.
+    out = tmp_path / "corpus"
+    assert _run(str(out), "--sentences", "4", "--seed", "1", "--workers", "1").exit_code == 0
+    before = _digest(out)
+    emptied, truncated = (out / name for name in sorted(before)[:2])
+    emptied.write_bytes(b"")
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    result = _run(str(out), "--sentences", "4", "--seed", "1", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert _digest(out) == before  # both spoken again, byte for byte
+    samples = {e.file: e.samples for e in read_manifest(out / "manifest.jsonl")}
+    assert all(n == sf.info(str(out / f)).frames > 1000 for f, n in samples.items())
+
+
 def test_a_killed_runs_temporaries_do_not_block_the_resume(tmp_path):
     # SIGKILL (or a power cut) leaves espeak-ng's half-written temporaries beside the wavs. They
     # used to count as foreign wavs, so the rerun that should resume refused the folder.
