@@ -148,18 +148,24 @@ def test_train_missing_config_file(tmp_path, preprocessed_dir):
 
 
 @pytest.mark.parametrize(
-    "flags, fragment",
+    "flags, code, fragment",
     [
-        (["--fp16", "--bf16"], "--fp16 and --bf16 exclude each other"),
-        (["--fp16"], "--fp16 needs CUDA"),
-        (["--max-steps", "-1"], "max steps must be >= 0"),
-        (["--checkpoint-every", "0"], "intervals must be >= 1"),
-        (["--batch-size", "0"], "batch_size must be positive"),
-        (["--processes", "0"], "--processes must be >= 1"),
+        (["--fp16", "--bf16"], 2, "--fp16 and --bf16 exclude each other"),
+        (["--fp16"], 1, "--fp16 needs CUDA"),
+        # usage mistakes: exit 2 and the pointer to --help, as every other option's bad value
+        (["--max-steps", "-1"], 2, "Invalid value for '--max-steps': Input should be greater than or equal to 0"),
+        (["--checkpoint-every", "0"], 2, "Invalid value for '--checkpoint-every'"),
+        (["--log-every", "0"], 2, "Invalid value for '--log-every'"),
+        (["--batch-size", "0"], 2, "Invalid value for '--batch-size'"),
+        (["--processes", "0"], 2, "Invalid value for '--processes'"),
     ],
 )
-def test_train_bad_flags(tmp_path, preprocessed_dir, tiny_json, flags, fragment):
-    one_error_line(train_cli(tmp_path / "run", preprocessed_dir, "--config", tiny_json, *flags), fragment)
+def test_train_bad_flags(tmp_path, preprocessed_dir, tiny_json, flags, code, fragment):
+    result = train_cli(tmp_path / "run", preprocessed_dir, "--config", tiny_json, *flags)
+    one_error_line(result, fragment)
+    assert result.exit_code == code
+    if code == 2:
+        assert result.stderr.strip().endswith("(see `diffwave train --help`)")
 
 
 def test_train_unknown_device(tmp_path, preprocessed_dir, tiny_json):

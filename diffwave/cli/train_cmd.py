@@ -14,12 +14,12 @@ from .app import app, fail, stop_signals_end_with
 def train_command(
     model_dir: Path = typer.Argument(..., help="Where checkpoints (weights-<step>.pt, weights.pt) and TensorBoard logs go."),
     data_dirs: List[Path] = typer.Argument(..., help="Folders of preprocessed wavs (x.wav + x.wav.spec.npy), searched recursively."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop when this many steps are done in total (default: never)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=0, help="Stop when this many steps are done in total (default: never)."),
     max_minutes: Optional[float] = typer.Option(
         None, "--max-minutes", help="Stop after this many minutes of training in this sitting, with a checkpoint; rerun to go on "
         "(training in slices on a machine lent for minutes at a time). Start-up and the final checkpoint are not counted."
     ),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch, split evenly over processes (default: the config's; lmnt's is 16)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Global batch, split evenly over processes (default: the config's; lmnt's is 16)."),
     fp16: bool = typer.Option(False, "--fp16", help="float16 autocast with a GradScaler (CUDA only)."),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (CUDA or CPU; on CPUs with AVX512-BF16 or AMX a training step is 1.4–2.5× faster, but in one small-model comparison its held-out loss ended worse, see benchmarks/README.md)."),
     config: Optional[Path] = typer.Option(
@@ -27,10 +27,10 @@ def train_command(
         'e.g. {"residual_layers": 4, "learning_rate": 1e-4, "ema_decay": 0.9999}.'
     ),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
-    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", help="Write weights-<step>.pt every N steps (and at the end)."),
-    log_every: int = typer.Option(50, "--log-every", help="Write TensorBoard scalars every N steps."),
+    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, help="Write weights-<step>.pt every N steps (and at the end)."),
+    log_every: int = typer.Option(50, "--log-every", min=1, help="Write TensorBoard scalars every N steps."),
     processes: Optional[int] = typer.Option(
-        None, "--processes", help="Data-parallel processes to spawn (default: every visible GPU; 1 on the CPU). Under torchrun, its WORLD_SIZE decides."
+        None, "--processes", min=1, help="Data-parallel processes to spawn (default: every visible GPU; 1 on the CPU). Under torchrun, its WORLD_SIZE decides."
     ),
     valid: List[Path] = typer.Option(
         [], "--valid", help="Held-out folder of preprocessed wavs (repeatable): at every checkpoint its loss per noise level "
@@ -70,7 +70,7 @@ def train_command(
     from diffwave.train import TrainingError, TrainOptions, existing_checkpoint, launch, resolve_config
 
     if fp16 and bf16:
-        raise fail("--fp16 and --bf16 exclude each other")
+        raise fail("--fp16 and --bf16 exclude each other (see `diffwave train --help`)", code=2)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     overrides = {"batch_size": batch_size} if batch_size is not None else {}
