@@ -279,3 +279,15 @@ def test_eval_refuses_two_recordings_with_one_output_name(tiny_bundle, short_dir
     result = runner.invoke(app, [*fast[:-1], str(a), "--save-audio", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["griffin-lim-1", "onnx_model.onnx"]
+
+
+def test_eval_output_under_a_file_is_refused_before_any_work(tiny_bundle, short_dir, tmp_path):
+    # Before: the table was computed, then writing the report failed with a traceback.
+    _, onnx = tiny_bundle
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    fast = ["eval", "--onnx", str(onnx), "--no-perceptual", "--griffin-lim-iters", "1", str(short_dir / "utt0.wav")]
+    line = _one_line(runner.invoke(app, [*fast, "--json", str(blocker / "r.json")]))
+    assert line == f"error: --json {blocker / 'r.json'}: {blocker} is a file, not a folder", line
+    line = _one_line(runner.invoke(app, [*fast, "--save-audio", str(blocker / "a" / "b")]))
+    assert line == f"error: --save-audio {blocker / 'a' / 'b'}: {blocker} is a file, not a folder", line

@@ -58,6 +58,14 @@ def eval_command(
         check_outputs(files, names, save_audio, spectrograms, json_file=json_file, inputs=found)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    for option, target, folder in (
+        ("--json", json_file, json_file.parent if json_file else None),
+        ("--save-audio", save_audio, save_audio),
+        ("--spectrograms", spectrograms, spectrograms),
+    ):
+        blocker = _file_in_the_way(folder)
+        if blocker is not None:  # found now, not after minutes of vocoding
+            raise fail(f"{option} {target}: {blocker} is a file, not a folder")
     try:  # fail before any vocoding if an optional package is missing
         require("auraloss", "the multi-resolution STFT distance")
         if spectrograms is not None:
@@ -104,6 +112,16 @@ def _vocode_fn(vocoder, steps: str, seed: int):
         return vocoder(features, steps=steps, seed=seed)[0]
 
     return vocode
+
+
+def _file_in_the_way(folder: Optional[Path]) -> Optional[Path]:
+    """The nearest existing path at or above ``folder`` when it is not a folder (writing under it would fail)."""
+    if folder is None:
+        return None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 def _labels(models: list[tuple[str, Path]]) -> list[str]:
