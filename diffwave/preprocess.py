@@ -50,10 +50,10 @@ class PreprocessReport:
 
 
 def is_up_to_date(wav: Path) -> bool:
-    """True when the wav's spectrogram exists and is newer than the wav."""
+    """True when the wav's spectrogram is a file newer than the wav (a folder of that name is not one)."""
     spec = spec_path_for(wav)
     try:
-        return spec.stat().st_mtime_ns > wav.stat().st_mtime_ns
+        return spec.is_file() and spec.stat().st_mtime_ns > wav.stat().st_mtime_ns
     except FileNotFoundError:
         return False
 

@@ -199,3 +199,12 @@ def test_feature_settings_no_stft_can_use_are_refused_before_any_file(tmp_path, 
     assert result.exit_code == 1 and result.stderr.strip().startswith(f"error: {config}: {expected}"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in corpus.rglob("*")) == before
+
+
+def test_a_folder_in_place_of_a_spectrogram_is_a_failure_not_up_to_date(tmp_path, speech_wav):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(speech_wav, folder / "a.wav")
+    spec_of(folder / "a.wav").mkdir()  # newer than the wav, but not a spectrogram
+    result = run(folder, "--workers", "1")
+    assert result.exit_code == 1 and "0 written, 0 up to date, 1 failed" in result.output, result.output
