@@ -95,6 +95,20 @@ class Inventory:
         return ", ".join(parts)
 
 
+def _check_feature_records(folders: Sequence[Path], features) -> None:
+    """Refuse a folder whose spectrograms were made with other feature settings than the config's."""
+    from .feature_record import RECORD_NAME, differences, read_record
+
+    for folder in folders:
+        recorded = read_record(folder)
+        changed = differences(recorded, features) if recorded is not None else []
+        if changed:
+            raise DataError(
+                f"{folder}: its spectrograms were made with other feature settings ({', '.join(changed[:3])}, "
+                f"says {RECORD_NAME}): run 'diffwave preprocess' on it with this config"
+            )
+
+
 def scan(data_dirs: Sequence[str | os.PathLike], config: DiffWaveConfig) -> Inventory:
     """Find the records to train on; skip those too short for one crop; refuse inconsistent files.
 
@@ -109,6 +123,8 @@ def scan(data_dirs: Sequence[str | os.PathLike], config: DiffWaveConfig) -> Inve
     records: list[Record] = []
     too_short: list[Path] = []
     missing: list[Path] = []
+    if not config.model.unconditional:
+        _check_feature_records(sorted({wav.parent for wav in wavs}), features)
     for wav in wavs:
         spec_file = spec_path_for(wav)
         if not config.model.unconditional and not spec_file.is_file():

@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -23,6 +23,7 @@ from runtime.bundle import FeatureSpec, atomic_output, stale_temporaries
 from . import interrupts
 from .audio import AudioError, read_wav
 from .data import find_wavs, spec_path_for
+from .feature_record import read_record, remove_record, write_record
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,15 @@ def preprocess(
         raise DataError(f"no .wav files in {', '.join(str(p) for p in paths)}")
     _remove_stale_temporaries(wavs)
     report = PreprocessReport()
+    folders = sorted({wav.parent for wav in wavs})
+    # A folder whose spectrograms another set of settings made (or that has no record of its
+    # settings) is done again whole; its record goes first, so a run stopped halfway claims nothing.
+    stale = {folder for folder in folders if force or read_record(folder) != asdict(features)}
+    for folder in stale:
+        remove_record(folder)
     todo = []
     for wav in wavs:
-        (report.up_to_date if not force and is_up_to_date(wav) else todo).append(wav)
+        (report.up_to_date if wav.parent not in stale and is_up_to_date(wav) else todo).append(wav)
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
 
     def record(outcome: FileOutcome) -> None:
@@ -164,6 +171,12 @@ def preprocess(
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
     report.failed.sort(key=lambda outcome: outcome.wav)
+    failed_in = {outcome.wav.parent for outcome in report.failed}
+    given = set(wavs)
+    for folder in folders:
+        whole = all(wav in given for wav in find_wavs([folder]) if wav.parent == folder)
+        if whole and folder not in failed_in:  # every spectrogram there is now made with these settings
+            write_record(folder, features)
     return report
 
 

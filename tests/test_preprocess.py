@@ -208,3 +208,33 @@ def test_a_folder_in_place_of_a_spectrogram_is_a_failure_not_up_to_date(tmp_path
     spec_of(folder / "a.wav").mkdir()  # newer than the wav, but not a spectrogram
     result = run(folder, "--workers", "1")
     assert result.exit_code == 1 and "0 written, 0 up to date, 1 failed" in result.output, result.output
+
+
+def test_changed_feature_settings_redo_a_folder_and_train_refuses_stale_ones(tmp_path, speech_wav):
+    # A .spec.npy does not say which settings made it. Before the record, a config with another
+    # f_max found every file "up to date", and training on the old files went without a word.
+    import json
+
+    from diffwave.data import DataError, scan
+    from diffwave.config import DiffWaveConfig
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(speech_wav, folder / "a.wav")
+    shutil.copy(speech_wav, folder / "b.wav")
+    assert run(folder, "--workers", "1").exit_code == 0
+    assert json.loads((folder / ".features.json").read_text())["f_max"] is None
+    config = tmp_path / "fmax.json"
+    config.write_text('{"feature_f_max": 8000.0, "crop_mel_frames": 8}')
+    narrower = DiffWaveConfig.from_json(config)
+    with pytest.raises(DataError, match=r"data: its spectrograms were made with other feature settings \(f_max None -> 8000.0, says .features.json\)"):
+        scan([folder], narrower)
+    old = np.load(spec_of(folder / "a.wav"))
+    result = run(folder, "--workers", "1", "--config", config)
+    assert result.exit_code == 0 and "2 written, 0 up to date" in result.output, result.output
+    assert not np.array_equal(np.load(spec_of(folder / "a.wav")), old)  # made again, with the new f_max
+    assert len(scan([folder], narrower).records) == 2
+    assert "0 written, 2 up to date" in run(folder, "--workers", "1", "--config", config).output
+    # One file given alone with other settings: the folder is mixed, so it keeps no record.
+    assert run(folder / "a.wav", "--workers", "1").exit_code == 0
+    assert not (folder / ".features.json").exists()
