@@ -642,8 +642,13 @@ def _check_split(config: DiffWaveConfig, world_size: int) -> None:
 
 
 def _spawn(options: TrainOptions, config: DiffWaveConfig, processes: int, records: Sequence[Record]) -> None:
+    import logging
+
     import torch.multiprocessing as mp
 
+    # When one rank fails, torch stops the others and logs a warning line per process it
+    # terminates; the failing rank's own one-line error (below) is all a user needs.
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     port = ddp.free_port()
     with tempfile.TemporaryDirectory(prefix="diffwave-ranks-") as errors:
         try:
