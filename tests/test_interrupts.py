@@ -101,12 +101,14 @@ def test_a_stop_signal_ends_preprocess_promptly_with_whole_files(tmp_path, speec
     assert 3 <= len(written) <= 20, len(written)  # the three, those in flight and a few queued ones
     for spec in written:
         assert np.load(spec).shape[0] == 80  # whole files only
+    assert not (folder / ".features.json").exists()  # a stopped run claims nothing about the folder
     # SIGTERM kills the workers too (their default), possibly mid-write: the rerun clears that up.
     rerun = subprocess.run([sys.executable, "-m", "diffwave", "preprocess", str(folder), "--workers", "2", "--no-progress"],
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert len(list(folder.glob("*.spec.npy"))) == 120
-    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temporaries
+    # no temporaries; the record of the settings, now that every spectrogram there is made with them
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [".features.json"]
 
 
 @pytest.mark.parametrize("name, code, word", GROUP_SIGNALS)
