@@ -111,13 +111,14 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     them (an error when there are none), False loads the raw weights. ``model.uses_ema`` says which.
     """
     ckpt = load_checkpoint(path, map_location=map_location)
-    return _model_from(ckpt, resolve_checkpoint_path(path), use_ema).to(map_location).eval()
+    return _model_from(ckpt, use_ema).to(map_location).eval()
 
 
-def _model_from(ckpt: Checkpoint, where: Path, use_ema: Optional[bool]):
+def _model_from(ckpt: Checkpoint, use_ema: Optional[bool]):
     """The network of a loaded checkpoint with the weights :func:`load_model` describes."""
     from .model import DiffWave
 
+    where = ckpt.path
     config = ckpt.config  # names the file itself when the params are unusable
     try:
         model = DiffWave(config)
@@ -142,7 +143,7 @@ def inference_checkpoint(path: str | os.PathLike) -> tuple[Checkpoint, Checkpoin
     writes shared tensors once, so the file does not grow, and every later reader can tell.
     """
     ckpt = load_checkpoint(path)
-    model = _model_from(ckpt, resolve_checkpoint_path(path), use_ema=None)
+    model = _model_from(ckpt, use_ema=None)
     weights = model.state_dict()
     slim = Checkpoint(step=ckpt.step, model=weights, params=ckpt.params, ema=weights if model.uses_ema else None)
     return ckpt, slim

@@ -164,9 +164,9 @@ class DiffWaveConfig:
         for section in (self.model, self.train):
             _check_types(section)
         t = self.train
-        if not (math.isfinite(t.learning_rate) and t.learning_rate >= 0):
+        if t.learning_rate < 0:  # finite: _check_types
             raise ValueError(f"learning_rate={t.learning_rate!r}: must be a finite number >= 0")
-        if t.max_grad_norm is not None and not (math.isfinite(t.max_grad_norm) and t.max_grad_norm > 0):
+        if t.max_grad_norm is not None and t.max_grad_norm <= 0:
             # a negative limit would flip every gradient (the loss climbs); 0 would read as "no clipping"
             raise ValueError(f"max_grad_norm={t.max_grad_norm!r}: must be positive, or null for no clipping")
         if t.ema_decay is not None and not 0.0 <= t.ema_decay < 1.0:

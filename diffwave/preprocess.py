@@ -108,6 +108,11 @@ def _remove_stale_temporaries(wavs: Sequence[Path]) -> None:
                 stale.unlink(missing_ok=True)
 
 
+def _wavs_directly_in(folder: Path) -> list[Path]:
+    """The wavs ``find_wavs`` would find in ``folder`` itself, without walking its subfolders."""
+    return [p for p in folder.iterdir() if p.suffix.lower() == ".wav" and p.is_file() and not p.name.startswith(".")]
+
+
 def preprocess(
     paths: Sequence[str | os.PathLike],
     features: FeatureSpec,
@@ -174,7 +179,7 @@ def preprocess(
     failed_in = {outcome.wav.parent for outcome in report.failed}
     given = set(wavs)
     for folder in folders:
-        whole = all(wav in given for wav in find_wavs([folder]) if wav.parent == folder)
+        whole = all(wav in given for wav in _wavs_directly_in(folder))
         if whole and folder not in failed_in:  # every spectrogram there is now made with these settings
             write_record(folder, features)
     return report

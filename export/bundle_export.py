@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -28,7 +27,7 @@ from typing import Callable, Optional
 from diffwave.interrupts import deferred
 from diffwave.model import DiffWave
 from runtime.bundle import (METADATA_NAME, BundleError, BundleMetadata, PlanInfo, Profile, current_umask,
-                            write_bytes_atomic)
+                            stale_temporaries, write_bytes_atomic)
 from runtime.trt_target import TARGETS, TrtTarget
 
 from .engine import BuiltPlan, build_gpu, build_plan
@@ -42,7 +41,7 @@ PRECISIONS = tuple(ONNX_NAMES)
 #: every file name export writes; a re-export replaces them all (stale plans would not match the new ONNX)
 BUNDLE_FILES = (*ONNX_NAMES.values(), METADATA_NAME, *(t.plan_name for t in TARGETS.values()))
 #: the staging directory inside an existing destination: ``.export.<mkdtemp's 8 characters>.staging``
-STAGING_PREFIX, STAGING_SUFFIX = ".export.", ".staging"
+STAGING_NAME, STAGING_SUFFIX = "export", ".staging"
 #: inside a staging directory: the files of the bundle being replaced, kept until the new one is in place
 PREVIOUS_NAME = ".previous"
 
@@ -154,11 +153,11 @@ def _make_staging(out_dir: Path) -> Path:
     with EXDEV. Staging directories a killed export left there (SIGKILL, a power cut) go first.
     """
     if out_dir.is_dir():
-        _remove_stale_staging(out_dir, STAGING_PREFIX)
-        parent, prefix = out_dir, STAGING_PREFIX
+        _remove_stale_staging(out_dir, STAGING_NAME)
+        parent, prefix = out_dir, f".{STAGING_NAME}."
     else:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_staging(out_dir.parent, f".{out_dir.name}.")
+        _remove_stale_staging(out_dir.parent, out_dir.name)
         parent, prefix = out_dir.parent, f".{out_dir.name}."
     staging = Path(tempfile.mkdtemp(prefix=prefix, suffix=STAGING_SUFFIX, dir=parent))
     try:
@@ -169,10 +168,10 @@ def _make_staging(out_dir: Path) -> Path:
     return staging
 
 
-def _remove_stale_staging(folder: Path, prefix: str) -> None:
-    pattern = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(STAGING_SUFFIX))
-    for path in folder.glob(f".*{STAGING_SUFFIX}"):
-        if pattern.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+def _remove_stale_staging(folder: Path, name: str) -> None:
+    """Staging directories made for ``name`` (mkdtemp's ``.<name>.<8 characters>.staging``) in ``folder``."""
+    for made_for, path in stale_temporaries(folder, suffix=STAGING_SUFFIX):
+        if made_for == name and path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
 
 

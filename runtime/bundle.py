@@ -67,10 +67,7 @@ class FeatureSpec:
 
     def validate(self) -> None:
         """Refuse settings no STFT or filterbank can use, naming the field (a :class:`BundleError`)."""
-        for name in ("sample_rate", "n_fft", "win_length", "hop_samples", "n_mels"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise BundleError(f"features: {name} must be a positive integer, got {value!r}")
+        _require_positive_ints(self, ("sample_rate", "n_fft", "win_length", "hop_samples", "n_mels"), "features: ")
         if self.win_length > self.n_fft:
             raise BundleError(f"features: win_length {self.win_length} is longer than n_fft {self.n_fft}")
         for name in ("f_min", "power", "clip_min"):
@@ -190,9 +187,8 @@ class BundleMetadata:
     def _check(self) -> None:
         """Types, ranges and the fields that are stated twice (top level and ``features``)."""
         for name in ("sample_rate", "hop_samples", "n_mels"):
+            _require_positive_ints(self, (name,))
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise BundleError(f"{name} must be a positive integer, got {value!r}")
             if getattr(self.features, name) != value:
                 raise BundleError(f"{name}={value!r} disagrees with features.{name}={getattr(self.features, name)!r}")
         if not isinstance(self.unconditional, bool):
@@ -290,6 +286,13 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _require_positive_ints(obj: Any, names: tuple[str, ...], prefix: str = "") -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BundleError(f"{prefix}{name} must be a positive integer, got {value!r}")
 
 
 def _betas(values: Any, what: str) -> tuple[float, ...]:
