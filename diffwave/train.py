@@ -591,7 +591,8 @@ def launch(options: TrainOptions, config: DiffWaveConfig, processes: Optional[in
         _check_split(config, env_ctx.world_size)
         ddp.join(env_ctx, options.device, "env://")
         try:
-            train(options, config, env_ctx)
+            with _nothing_left_if_it_never_saved(Path(options.model_dir), env_ctx.is_main):
+                train(options, config, env_ctx)
         finally:
             ddp.leave()
         return None
@@ -607,11 +608,43 @@ def launch(options: TrainOptions, config: DiffWaveConfig, processes: Optional[in
         step = load_checkpoint(latest).step
         if step >= options.max_steps:  # nothing to do: do not start a process per GPU to find that out
             return TrainResult(step=step, start_step=step)
-    records = _scan(options, config, DistContext())  # once, here: errors surface before any process starts
-    if processes == 1:
-        return train(options, config, DistContext(), records)
-    _spawn(options, config, processes, records)
+    with _nothing_left_if_it_never_saved(Path(options.model_dir)):
+        records = _scan(options, config, DistContext())  # once, here: errors surface before any process starts
+        if processes == 1:
+            return train(options, config, DistContext(), records)
+        _spawn(options, config, processes, records)
     return None
+
+
+@contextlib.contextmanager
+def _nothing_left_if_it_never_saved(model_dir: Path, is_main: bool = True):
+    """A run that fails before it holds any checkpoint takes back what it wrote.
+
+    Without this a new run that stops at once (NaN at step 1, a bad ``--valid`` folder, a
+    data error) leaves a model directory holding only a TensorBoard events file: it looks
+    like a run in TensorBoard and in ``ls``, yet has nothing to resume or vocode. Only the
+    events files this run created go, and the directory only if this run created it and it
+    is then empty; a directory that holds a checkpoint is never touched.
+    """
+    created = not model_dir.exists()
+    before = set(model_dir.glob("events.out.tfevents.*")) if not created else set()
+    try:
+        yield
+    except BaseException:
+        if is_main and not _holds_a_checkpoint(model_dir):
+            for path in set(model_dir.glob("events.out.tfevents.*")) - before:
+                path.unlink(missing_ok=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    model_dir.rmdir()
+        raise
+
+
+def _holds_a_checkpoint(model_dir: Path) -> bool:
+    try:
+        return existing_checkpoint(model_dir) is not None
+    except CheckpointError:  # a dangling weights.pt: not this run's to clean up
+        return True
 
 
 def _check_init_step(options: TrainOptions) -> None:

@@ -378,3 +378,40 @@ def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, preproc
     assert ckpt.step == failed_step - 1  # every step before the failure was saved, and nothing after
     assert all(torch.isfinite(v).all() for v in ckpt.model.values())
     assert all(torch.isfinite(v).all() for state in ckpt.optimizer["state"].values() for v in state.values())
+
+
+def _diverging_args(model_dir, data_dir, tmp_path, *extra):
+    config_file = tmp_path / "diverge.json"
+    config_file.write_text(json.dumps({**TINY_PARAMS, "learning_rate": 1e30}))
+    return ["train", str(model_dir), str(data_dir), "--config", str(config_file), "--device", "cpu",
+            "--workers", "0", "--no-progress", "--checkpoint-every", "100", "--max-steps", "50", *extra]
+
+
+def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, preprocessed_dir):
+    # Before: the model directory stayed behind holding one TensorBoard events file, which looks
+    # like a run in TensorBoard and in ls but has nothing to resume or vocode.
+    fresh = tmp_path / "runs" / "fresh"
+    result = runner.invoke(app, _diverging_args(fresh, preprocessed_dir, tmp_path))
+    assert result.exit_code == 1 and "training diverged" in result.stderr
+    assert not fresh.exists()
+    # A folder that was there before stays, with what it held; only this run's events go.
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    result = runner.invoke(app, _diverging_args(existing, preprocessed_dir, tmp_path, "--valid", str(tmp_path / "no-such")))
+    assert result.exit_code != 0
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+    result = runner.invoke(app, _diverging_args(existing, preprocessed_dir, tmp_path))
+    assert result.exit_code == 1 and "training diverged" in result.stderr
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+
+
+def test_a_resumed_run_that_fails_keeps_its_checkpoint_and_events(tmp_path, preprocessed_dir):
+    model_dir = tmp_path / "run"
+    train(options(model_dir, preprocessed_dir, max_steps=2, checkpoint_every=2), tiny_config())
+    before = {p.name: p.stat().st_size for p in model_dir.iterdir()}
+    assert any(name.startswith("events.out.tfevents.") for name in before)
+    result = runner.invoke(app, _diverging_args(model_dir, preprocessed_dir, tmp_path))
+    assert result.exit_code == 1 and "training diverged" in result.stderr
+    assert load_checkpoint(model_dir).step == 2
+    assert {p.name for p in model_dir.iterdir()} >= set(before)
