@@ -155,6 +155,7 @@ def test_memory_columns_in_the_report(run_dir, onnx_path, tmp_path):
     "args, code, words",
     [
         (["--backends", "onnxruntime-cpu,warp-drive"], 2, "unknown backend 'warp-drive'"),
+        (["--backends", ","], 2, "--backends ',': name at least one; known: reference-cpu"),
         (["--seconds", "1,abc"], 2, "--seconds"),
         (["--seconds", "0"], 2, "positive"),
         (["--batch", "0"], 2, "at least 1"),
@@ -179,6 +180,18 @@ def test_missing_or_broken_model_files(tmp_path):
     broken.write_bytes(b"not a checkpoint")
     result = bench("--checkpoint", broken, "--json", out)
     assert result.exit_code == 1 and str(broken) in result.output and not out.exists()
+
+
+def test_an_unconditional_checkpoint_is_a_bad_model_not_a_machine_limit(tmp_path):
+    # Before: exit 3, which says "nothing could run on this machine"; the model is what is wrong.
+    uncond = save_model_dir(tmp_path / "uncond", random_model(tiny_config(unconditional=True, audio_len=1500), seed=3))
+    out = tmp_path / "out.json"
+    result = bench("--checkpoint", uncond, "--backends", "onnxruntime-cpu", "--no-memory", "--json", out)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"error: {uncond}: an unconditional model; diffwave bench times conditional ones (spectrogram in)"
+    )
+    assert not out.exists()
 
 
 def test_a_bundle_of_another_network_than_the_checkpoint_is_refused(run_dir, tmp_path):

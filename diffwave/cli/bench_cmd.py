@@ -93,6 +93,8 @@ def bench_command(
     names = None
     if backends is not None:
         names = tuple(n.strip() for n in backends.split(",") if n.strip())
+        if not names:
+            raise fail(f"--backends {backends!r}: name at least one; known: {', '.join(CONTENDERS)}", code=EXIT_USAGE)
         unknown = [n for n in names if n not in CONTENDERS]
         if unknown:
             raise fail(f"--backends: unknown backend {unknown[0]!r}; known: {', '.join(CONTENDERS)}", code=EXIT_USAGE)
@@ -112,6 +114,9 @@ def bench_command(
     with stop_signals_end_with("no results; its temporary models were removed"):
         with tempfile.TemporaryDirectory(prefix="diffwave-bench-") as tmp:
             models = _prepare_models(Path(tmp), onnx, checkpoint, engine, names, seed)
+            if models.metadata.unconditional:  # a bad model for this command (exit 1), not this machine's limit
+                raise fail(f"{checkpoint or onnx or engine}: an unconditional model; diffwave bench times conditional ones (spectrogram in)",
+                           code=EXIT_BAD_INPUT)
             _check_schedule(models.metadata, settings.steps)
             typer.echo(f"weights: {models.weights}", err=True)
             try:
