@@ -173,17 +173,30 @@ def test_step_loop_allocates_no_arrays(onnx_vocoder):
     mel = random_mel(80, 64, seed=2)
     onnx_vocoder(mel, seed=0)  # buffers for this bucket exist from now on
     out_bytes = 64 * HOP * 4
+    growth = []  # per step: the highest traced memory above where the previous step ended
+
+    def between_steps(event):
+        current, peak = tracemalloc.get_traced_memory()
+        growth.append(peak - between_steps.current)
+        between_steps.current = current
+        tracemalloc.reset_peak()
+
     tracemalloc.start()
+    onnx_vocoder.loop.step_observer = between_steps
     try:
         tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
+        base = between_steps.current = tracemalloc.get_traced_memory()[0]
         onnx_vocoder(mel, seed=1)
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
+        onnx_vocoder.loop.step_observer = None
         tracemalloc.stop()
-    # The call returns one new [1, samples] array (plus its trimmed copy); six steps of
-    # per-step temporaries would need at least 6 × out_bytes more.
+    # The call returns one new [1, samples] array (plus its trimmed copy) ...
     assert peak < 2.5 * out_bytes, peak
+    # ... and no step makes a temporary of that size, even one freed before the next step (a
+    # whole-call peak cannot see those: they never coexist). growth[0] includes the set-up.
+    assert len(growth) == 6
+    assert max(growth[1:]) < 0.5 * out_bytes, growth
 
 
 def test_unconditional_generate_onnx_and_pytorch(tmp_path):

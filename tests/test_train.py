@@ -189,7 +189,7 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_resume_is_exact(tmp_path, prepr
     assert proc.returncode == -signal.SIGKILL
     ckpt = load_checkpoint(killed)  # whatever moment the kill hit, weights.pt is whole
     assert ckpt.step >= 4
-    assert len(list(killed.glob("weights-*.pt"))) <= 4  # old ones pruned (one more may be mid-prune)
+    assert len(list(killed.glob("weights-*.pt"))) <= 4  # old ones pruned (one more may be mid-prune); exact: test_keep_checkpoints_…
     resumed = train(options(killed, preprocessed_dir, max_steps=ckpt.step + 2), tiny_config())
     assert resumed.start_step == ckpt.step and resumed.step == ckpt.step + 2
     assert not list(killed.glob(".*.tmp"))  # a killed save's temporary file is cleaned up on restart
@@ -318,6 +318,21 @@ def test_bf16_on_cpu(tmp_path, preprocessed_dir):
     result = train(options(tmp_path / "bf16", preprocessed_dir, max_steps=2, precision="bf16"), tiny_config())
     assert result.step == 2 and all(np.isfinite(result.losses))
     assert all(v.dtype == torch.float32 for v in load_checkpoint(tmp_path / "bf16").model.values())  # master weights stay fp32
+    # The same two steps in fp32 (same weights, batches and noise): bf16's 8-bit mantissa must show in
+    # the losses, or bf16 was silently ignored; and only as rounding, or it computed something else.
+    reference = train(options(tmp_path / "fp32", preprocessed_dir, max_steps=2), tiny_config())
+    for low, full in zip(result.losses, reference.losses):
+        assert low != full and abs(low - full) < 0.05 * full, (result.losses, reference.losses)
+
+
+def test_keep_checkpoints_prunes_to_the_newest(tmp_path, preprocessed_dir):
+    model_dir = tmp_path / "run"
+    train(options(model_dir, preprocessed_dir, max_steps=5, checkpoint_every=1, keep_checkpoints=2), tiny_config())
+    assert sorted(p.name for p in model_dir.glob("weights*.pt")) == ["weights-4.pt", "weights-5.pt", "weights.pt"]
+    assert os.readlink(model_dir / "weights.pt") == "weights-5.pt"
+    # 0 keeps every checkpoint from then on
+    train(options(model_dir, preprocessed_dir, max_steps=7, checkpoint_every=1, keep_checkpoints=0), tiny_config())
+    assert sorted(p.name for p in model_dir.glob("weights-*.pt")) == [f"weights-{s}.pt" for s in (4, 5, 6, 7)]
 
 
 @pytest.mark.slow
