@@ -14,6 +14,7 @@ rank sees a disjoint share of each epoch.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -285,8 +286,8 @@ class CropBatchSampler(Sampler[list[CropKey]]):
     """Endless per-rank batches of :class:`CropKey`, resumable at any step.
 
     Each epoch is a ``DistributedSampler`` permutation (seeded by ``seed`` and the epoch)
-    over at least ``global batch`` slots — a corpus smaller than one batch is repeated
-    rather than yielding nothing. Step ``s`` of the run is batch ``s mod steps_per_epoch``
+    over at least ``global batch`` slots — a corpus smaller than one batch is repeated, as a
+    whole number of copies, rather than yielding nothing. Step ``s`` of the run is batch ``s mod steps_per_epoch``
     of epoch ``s // steps_per_epoch``, so ``start_step`` resumes exactly where a run stopped.
     """
 
@@ -296,7 +297,9 @@ class CropBatchSampler(Sampler[list[CropKey]]):
         self.num_records = num_records
         self.local_batch = global_batch // world_size
         self.rank, self.seed, self.start_step = rank, seed, start_step
-        slots = range(max(num_records, global_batch))
+        # Whole copies of the corpus: a corpus of 10 files in batches of 16 gets 20 slots, two per file,
+        # so every file is drawn equally often (padding it to 16 slots would favour the first 6 twice over).
+        slots = range(math.ceil(global_batch / num_records) * num_records)
         self.order = DistributedSampler(slots, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.steps_per_epoch = len(self.order) // self.local_batch
 

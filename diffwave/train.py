@@ -345,8 +345,10 @@ class _Summary:
         from torch.utils.tensorboard import SummaryWriter
 
         self.config = config
-        # purge_step drops events an interrupted run wrote after its last checkpoint.
-        self.writer = SummaryWriter(str(model_dir), purge_step=start_step if start_step else None)
+        # purge_step drops the events an interrupted sitting wrote after the checkpoint this one starts
+        # from (for a new run, all those of a sitting killed before its first checkpoint), and keeps
+        # the checkpoint step's own: its held-out loss is logged there, and a resume does not redo it.
+        self.writer = SummaryWriter(str(model_dir), purge_step=start_step + 1)
 
     def scalars(self, step: int, loss: float, grad_norm: float, learner: Learner) -> None:
         self.writer.add_scalar("train/loss", loss, step)
@@ -397,7 +399,10 @@ def train(
     learner = Learner(config, options, ctx, device)
     latest = existing_checkpoint(model_dir)
     if latest:
-        learner.restore(load_checkpoint(latest, map_location=device), str(latest))
+        # Loaded on the CPU: Optimizer.load_state_dict moves Adam's moments to the parameters' device
+        # but leaves its step counters where they arrive, and on a GPU each would cost a host sync per
+        # parameter per step (a fresh run keeps them on the CPU).
+        learner.restore(load_checkpoint(latest, map_location="cpu"), str(latest))
     elif options.init_from is not None:
         _start_from(learner, options, ctx)
     result = TrainResult(step=learner.step, start_step=learner.step, model=learner.model)

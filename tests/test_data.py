@@ -135,6 +135,18 @@ def test_corpus_smaller_than_a_batch_repeats():
     assert len({k.seed for b in batches for k in b}) == 12  # but every crop is placed anew
 
 
+def test_a_corpus_smaller_than_a_batch_is_drawn_evenly():
+    # Before: 16 slots for 10 files gave files 0-5 two draws per epoch and files 6-9 one.
+    counts = np.zeros(10, int)
+    for batch in _take(CropBatchSampler(num_records=10, global_batch=20, rank=0, world_size=1, seed=0), 7):
+        counts += np.bincount([k.index for k in batch], minlength=10)
+    assert counts.tolist() == [14] * 10  # two whole copies per batch: exactly even
+    counts = np.zeros(10, int)
+    for batch in _take(CropBatchSampler(num_records=10, global_batch=16, rank=0, world_size=1, seed=0), 500):
+        counts += np.bincount([k.index for k in batch], minlength=10)
+    assert counts.sum() == 8000 and counts.max() < 1.15 * counts.min(), counts  # 800 each on average
+
+
 def test_batch_must_split_over_ranks():
     with pytest.raises(DataError, match="batch size 5 does not split evenly over 2 processes"):
         CropBatchSampler(10, 5, 0, 2, seed=0)

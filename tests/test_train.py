@@ -129,6 +129,27 @@ def test_held_out_loss_is_logged_at_every_checkpoint_and_falls(tmp_path, one_bat
         train(options(tmp_path / "other", one_batch_dir, max_steps=1, valid_dirs=(tmp_path / "run",)), config)
 
 
+def test_a_resume_keeps_the_curves_up_to_its_checkpoint_and_drops_what_came_after(tmp_path, preprocessed_dir):
+    # Before: a resume purged every event from its checkpoint's step on, so the held-out loss logged
+    # with that checkpoint vanished (slices shorter than --checkpoint-every kept only the first and
+    # last points), while a sitting killed before its first checkpoint left its later steps behind.
+    from torch.utils.tensorboard import SummaryWriter
+
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    dead = SummaryWriter(str(model_dir))  # a sitting killed before its first checkpoint
+    for step in (1, 2, 3, 50):
+        dead.add_scalar("train/loss", 9.0, step)
+    dead.close()
+    valid = dict(valid_dirs=(preprocessed_dir,), log_every=1, checkpoint_every=4)
+    train(options(model_dir, preprocessed_dir, max_steps=4, **valid), tiny_config())
+    train(options(model_dir, preprocessed_dir, max_steps=8, **valid), tiny_config())
+    events = read_events(model_dir)
+    assert [e.step for e in events.Scalars("valid/loss")] == [0, 4, 8]
+    losses = {e.step: e.value for e in events.Scalars("train/loss")}
+    assert sorted(losses) == list(range(1, 9)) and 9.0 not in losses.values()
+
+
 def test_resume_matches_an_uninterrupted_run(tmp_path, preprocessed_dir):
     config = tiny_config(ema_decay=0.9)
     straight = train(options(tmp_path / "a", preprocessed_dir, max_steps=6), config)
