@@ -74,6 +74,14 @@ class Vocoder:
         window = max_frames * meta.hop_samples
         if limits.max_samples is not None:
             window = min(window, limits.max_samples)
+        if window < limits.min_samples:
+            # Long items would be cut into windows the engine's profile refuses, and the error would
+            # then blame the input, not this setting.
+            shortest = -(-limits.min_samples // meta.hop_samples)
+            raise VocoderError(
+                f"max_frames={max_frames} is shorter than this engine's profile minimum of {shortest} frames: "
+                f"use max_frames >= {shortest}"
+            )
         self._window_units = window // self.unit
         self._min_units = -(-limits.min_samples // self.unit)
         self._halo: Optional[Halo] = None

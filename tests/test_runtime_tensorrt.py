@@ -269,6 +269,11 @@ def test_profile_limits_shape_the_plan(rtx_bundle):
     assert all(p.rows <= 2 and p.units <= 128 for p in plan.passes)
     with pytest.raises(VocoderError, match="3 frames is shorter than this engine's profile minimum of 4 frames"):
         voc.plan([3])
+    # A window shorter than the profile's minimum would cut long items into chunks the engine refuses.
+    with pytest.raises(VocoderError, match=r"max_frames=3 is shorter than this engine's profile minimum of 4 frames: use max_frames >= 4"):
+        Vocoder(ProfileOnly(metadata, NumpyOps(), Limits(1, 2, 4 * HOP, 128 * HOP)), max_frames=3)
+    short_windows = Vocoder(ProfileOnly(metadata, NumpyOps(), Limits(1, 2, 4 * HOP, 128 * HOP)), max_frames=4)
+    assert all(4 <= p.units <= 128 for p in short_windows.plan([300, 40]).passes)
 
 
 needs_supported_gpu = pytest.mark.skipif(
