@@ -160,6 +160,8 @@ def build_plan(
     for name, r in shapes.items():
         profile.set_shape(name, r.min, r.opt, r.max)
     config = builder.create_builder_config()
+    for flag in target.builder_flags(trt):
+        config.set_flag(flag)
     if config.add_optimization_profile(profile) < 0:
         raise EngineBuildError(f"{onnx_path}: {_library(trt, target)} refused the optimisation profile: "
                                f"{_last_error(logger)}")

@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Optional
+from typing import Any, Optional
 
 
 class TensorRTMissing(ImportError):
@@ -56,6 +56,21 @@ class TrtTarget:
         flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
         return 0 if flag is None else 1 << int(flag)
 
+    def builder_flags(self, trt: ModuleType) -> tuple[Any, ...]:
+        """Builder flags the runtime relies on: TensorRT-RTX's REQUIRE_USER_ALLOCATION.
+
+        The runtime captures the reverse loop in a CUDA graph. TensorRT-RTX documents this flag as
+        required for stream capture (release notes 1.2): without it an engine may allocate memory
+        while it runs, for shapes beyond its static limits, and such a call cannot be captured (the
+        loop then falls back to eager runs). With it that never happens, and a profile whose memory
+        cannot be provided up front fails at build time rather than on the GPU. Data-centre
+        TensorRT has no such flag and allocates statically already.
+        """
+        if self.name != "rtx":
+            return ()
+        flag = getattr(getattr(trt, "BuilderFlag", None), "REQUIRE_USER_ALLOCATION", None)
+        return () if flag is None else (flag,)
+
     @staticmethod
     def version(trt: ModuleType) -> str:
         return str(getattr(trt, "__version__", "unknown"))
@@ -86,8 +101,9 @@ class TrtTarget:
                                  f"{self.version(trt)} builds for (supported: {', '.join(supported)})")
             values.append(members[member])
         config.num_compute_capabilities = len(values)
-        for i, value in enumerate(values):
-            config.set_compute_capability(value, i)
+        for i, (cc, value) in enumerate(zip(capabilities, values)):
+            if config.set_compute_capability(value, i) is False:  # documented to return False when refused
+                raise ValueError(f"{self.display_name} {self.version(trt)} refused compute capability {cc!r}")
 
     def plan_compute_capabilities(self, chosen: "tuple[str, ...]" = (), build_gpu_capability: Optional[str] = None
                                   ) -> tuple[str, ...]:

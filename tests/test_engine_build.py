@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from types import SimpleNamespace
 
 import onnx
@@ -179,6 +180,30 @@ def test_network_flags_per_target():
     trt10 = SimpleNamespace(NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=2))
     assert TENSORRT.network_flags(trt10) == 1 << 2
     assert TENSORRT.network_flags(SimpleNamespace(NetworkDefinitionCreationFlag=SimpleNamespace())) == 0
+
+
+def test_rtx_plans_are_built_for_stream_capture():
+    # TensorRT-RTX documents REQUIRE_USER_ALLOCATION as required for CUDA stream capture, which
+    # the runtime uses; data-centre TensorRT has no such flag.
+    assert RTX.builder_flags(tensorrt_rtx) == (tensorrt_rtx.BuilderFlag.REQUIRE_USER_ALLOCATION,)
+    assert TENSORRT.builder_flags(SimpleNamespace(BuilderFlag=SimpleNamespace(REQUIRE_USER_ALLOCATION=9))) == ()
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None,
+                    reason="what a GPU can provide up front depends on that GPU; this checks the GPU-less build")
+def test_a_profile_too_large_to_allocate_up_front_fails_at_build_time(graphs):
+    # The flag's visible effect, through build_plan: 64 × 8192 frames of the base network needs about
+    # 69 GB of context memory. Without the flag the plan built and failed only when loaded on a GPU.
+    paths, config = graphs("base")
+    shapes = profile_shapes(Profile(max_batch=64, max_frames=8192), 256, 80, False)
+    with pytest.raises(EngineBuildError, match=r"returned no engine: .*OutOfMemory"):
+        build_plan(RTX, paths["fp16"], shapes, progress=False)
+
+
+def test_a_refused_compute_capability_is_an_error_not_a_silent_default():
+    refusing = SimpleNamespace(num_compute_capabilities=0, set_compute_capability=lambda value, index: False)
+    with pytest.raises(ValueError, match=r"refused compute capability '8.9'"):
+        RTX.set_compute_capabilities(tensorrt_rtx, refusing, ("8.9",))
 
 
 def test_plan_compute_capabilities_recorded():
