@@ -5,6 +5,10 @@
 * FP16 graph vs PyTorch float32: the same three cases, plus a full fast reverse process (six
   steps for lmnt's schedule) with identical initial noise and per-step noise, compared as
   audio SNR.
+* FP16 headroom: the largest value entering or leaving any layer of the float32 network on the
+  three cases. ONNX Runtime's CPU computes most float16 operators in float32, so the comparisons
+  above cannot see a float16 overflow that a TensorRT engine, which keeps activations in float16,
+  would turn into inf; this check can.
 
 Relative error is the relative L2 norm ``||onnx − torch|| / ||torch||`` over the whole
 batch. (The elementwise max-abs ratio is printed too; it is not gated because random
@@ -19,6 +23,7 @@ float16 values, where float16 rounding errs most.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
@@ -37,6 +42,10 @@ FP16_LIMIT = 2e-2  #: relative error of eps, FP16 graph vs PyTorch float32
 SNR_LIMIT_DB = 30.0  #: FP16 reverse process vs PyTorch float32
 STEP_FRACTIONS = (0.07, 0.47, 0.93)  #: where in [0, T−1] the three cases' steps lie
 SNR_FRAMES = 64  #: length of the reverse-process check (clamped into the profile)
+FLOAT16_MAX = 65504.0
+#: The FP16 graph is refused when a layer's input or output, in float32 on the gate's inputs, comes
+#: within this factor of float16's largest value: real speech may drive it further than random inputs.
+FLOAT16_HEADROOM = 16.0
 
 EpsFn = Callable[[np.ndarray, float], np.ndarray]
 
@@ -97,24 +106,45 @@ class SnrResult:
                 f"{self.snr_db:.1f} dB vs PyTorch float32 (limit {self.limit_db:.0f} dB) {verdict}")
 
 
+@dataclass(frozen=True)
+class HeadroomResult:
+    graph: str
+    peak: float  #: largest |value| entering or leaving a layer of the float32 network
+    layer: str  #: where it occurs (the module's name)
+    limit: float = FLOAT16_MAX / FLOAT16_HEADROOM
+
+    @property
+    def passed(self) -> bool:
+        return math.isfinite(self.peak) and self.peak <= self.limit
+
+    def line(self) -> str:
+        verdict = "ok" if self.passed else "FAIL"
+        return (f"{self.graph}: largest activation {self.peak:.3g} at {self.layer} (limit {self.limit:.0f}: "
+                f"float16's largest value / {FLOAT16_HEADROOM:.0f}) {verdict}")
+
+
 @dataclass
 class GateReport:
     cases: list[CaseResult] = field(default_factory=list)
     snr: list[SnrResult] = field(default_factory=list)
+    headroom: list[HeadroomResult] = field(default_factory=list)
+
+    def _results(self) -> list:
+        return [*self.cases, *self.snr, *self.headroom]
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.cases) and all(r.passed for r in self.snr)
+        return all(r.passed for r in self._results())
 
     def lines(self) -> list[str]:
-        return [r.line() for r in self.cases] + [r.line() for r in self.snr]
+        return [r.line() for r in self._results()]
 
     def worst(self, graph: str) -> Optional[float]:
         errs = [r.rel_err for r in self.cases if r.graph == graph]
         return max(errs) if errs else None
 
     def failure_line(self) -> str:
-        failed = [r for r in self.cases if not r.passed] + [r for r in self.snr if not r.passed]
+        failed = [r for r in self._results() if not r.passed]
         if not failed:
             return "parity gate passed"
         return "parity gate failed: " + "; ".join(r.line() for r in failed)
@@ -252,11 +282,15 @@ def run_parity_gate(
     cases = gate_cases(profile, len(config.diffusion.noise_schedule))
     bar = tqdm(total=len(cases) * (1 + len(graphs)), desc="parity gate", unit="run", leave=False, disable=not progress)
     inputs = []  # PyTorch once per case; each ONNX Runtime session then runs alone (ORT CPU needs
-    for case in cases:  # ~4.5 GB for the base model at 1024 frames: two live sessions would double it)
-        audio = rng.standard_normal((case.batch, case.frames * hop)).astype(np.float32)
-        spec = None if unconditional else rng.uniform(0, 1, (case.batch, n_mels, case.frames)).astype(np.float32)
-        inputs.append((case, audio, spec, reference(audio, case.step, spec)))
-        bar.update(1)
+    # ~4.5 GB for the base model at 1024 frames: two live sessions would double it)
+    with _largest_activation(model) as largest:
+        for case in cases:
+            audio = rng.standard_normal((case.batch, case.frames * hop)).astype(np.float32)
+            spec = None if unconditional else rng.uniform(0, 1, (case.batch, n_mels, case.frames)).astype(np.float32)
+            inputs.append((case, audio, spec, reference(audio, case.step, spec)))
+            bar.update(1)
+    if fp16_path is not None:
+        report.headroom.append(HeadroomResult(Path(fp16_path).name, largest.peak, largest.layer))
     for index, (path, limit) in enumerate(graphs):
         run = OrtStep(path, unconditional)
         for case, audio, spec, expected in inputs:
@@ -301,3 +335,35 @@ def _reverse_process_snr(model: DiffWave, graph, profile: Profile, rng, limit_db
     actual = reverse_process(counted(run), schedule, x_init, noise)
     bar.close()
     return SnrResult(name, frames, schedule.num_steps, snr_db(actual, expected), limit_db)
+
+
+class _Largest:
+    def __init__(self) -> None:
+        self.peak, self.layer = 0.0, "nothing"
+
+    def see(self, name: str, values) -> None:
+        for value in values if isinstance(values, (tuple, list)) else (values,):
+            if torch.is_tensor(value) and value.is_floating_point() and value.numel():
+                peak = float(value.detach().abs().max())
+                if not peak <= self.peak:  # also takes inf and nan, which then fail the check
+                    self.peak, self.layer = peak, name
+
+
+@contextmanager
+def _largest_activation(model: DiffWave):
+    """Record the largest |value| entering or leaving every leaf module while the block runs.
+
+    Inputs count too: the sum of the skip connections and the gated activations are formed between
+    modules and first seen as the input of the next convolution.
+    """
+    largest = _Largest()
+    handles = []
+    for name, module in model.named_modules():
+        if next(module.children(), None) is None:
+            handles.append(module.register_forward_pre_hook(lambda m, args, name=name: largest.see(name, args)))
+            handles.append(module.register_forward_hook(lambda m, args, out, name=name: largest.see(name, out)))
+    try:
+        yield largest
+    finally:
+        for handle in handles:
+            handle.remove()

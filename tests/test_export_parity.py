@@ -74,6 +74,33 @@ def test_gate_passes_with_random_weights(exported, name):
     assert report.snr[0].snr_db >= SNR_LIMIT_DB
     # The FP16 graph really is less exact than the FP32 one: the comparison sees precision.
     assert report.worst("model.fp16.onnx") > 10 * report.worst("model.onnx")
+    (headroom,) = report.headroom
+    assert headroom.graph == "model.fp16.onnx" and headroom.passed and 1.0 < headroom.peak < headroom.limit
+
+
+def test_gate_refuses_an_fp16_graph_whose_activations_overflow_float16(tmp_path):
+    """A float16 overflow ONNX Runtime's CPU cannot show: it computes these operators in float32.
+
+    Scaling the skip projection up by 2e5 and the output projection down by as much leaves ε̂
+    unchanged (ReLU between them is positively homogeneous), but the skip projection's output then
+    exceeds 65504, float16's largest value: a TensorRT FP16 engine, which keeps activations in
+    float16, would return inf. Every comparison with ONNX Runtime still passes.
+    """
+    model = randomize_weights(DiffWave(CONFIGS["tiny"]()), seed=3, scale=SCALE).eval()
+    with torch.no_grad():
+        model.skip_projection.weight.mul_(2e5)
+        model.skip_projection.bias.mul_(2e5)
+        model.output_projection.weight.div_(2e5)
+    fp32 = export_step_onnx(model, tmp_path / "model.onnx")
+    fp16 = write_fp16_variant(fp32, tmp_path / "model.fp16.onnx")
+    with pytest.raises(ParityGateFailed) as info:
+        run_parity_gate(model, fp32, fp16, SMALL, progress=False)
+    report = info.value.report
+    assert all(r.passed for r in report.cases) and all(r.passed for r in report.snr)  # blind to it
+    (headroom,) = report.headroom
+    assert headroom.layer == "skip_projection" and headroom.peak > 65504 and not headroom.passed
+    assert str(info.value) == "parity gate failed: " + headroom.line()
+    assert "largest activation" in str(info.value) and "float16's largest value / 16" in str(info.value)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
