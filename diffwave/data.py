@@ -287,8 +287,9 @@ class CropBatchSampler(Sampler[list[CropKey]]):
 
     Each epoch is a ``DistributedSampler`` permutation (seeded by ``seed`` and the epoch)
     over at least ``global batch`` slots — a corpus smaller than one batch is repeated, as a
-    whole number of copies, rather than yielding nothing. Step ``s`` of the run is batch ``s mod steps_per_epoch``
-    of epoch ``s // steps_per_epoch``, so ``start_step`` resumes exactly where a run stopped.
+    whole number of copies, rather than yielding nothing. Step ``s`` of the run is batch
+    ``s mod steps_per_epoch`` of epoch ``s // steps_per_epoch``, so ``start_step`` resumes
+    exactly where a run stopped.
     """
 
     def __init__(self, num_records: int, global_batch: int, rank: int, world_size: int, seed: int, start_step: int = 0):

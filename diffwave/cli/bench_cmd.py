@@ -115,8 +115,8 @@ def bench_command(
         with tempfile.TemporaryDirectory(prefix="diffwave-bench-") as tmp:
             models = _prepare_models(Path(tmp), onnx, checkpoint, engine, names, seed)
             if models.metadata.unconditional:  # a bad model for this command (exit 1), not this machine's limit
-                raise fail(f"{checkpoint or onnx or engine}: an unconditional model; diffwave bench times conditional ones (spectrogram in)",
-                           code=EXIT_BAD_INPUT)
+                raise fail(f"{checkpoint or onnx or engine}: an unconditional model; "
+                           "diffwave bench times conditional ones (spectrogram in)", code=EXIT_BAD_INPUT)
             _check_schedule(models.metadata, settings.steps)
             typer.echo(f"weights: {models.weights}", err=True)
             try:
