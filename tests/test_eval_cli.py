@@ -208,6 +208,30 @@ def test_eval_refuses_a_wav_at_another_rate(tiny_bundle, tmp_path):
     assert not out.exists()
 
 
+def test_eval_refuses_a_clip_too_short_for_pesq_before_vocoding_anything(tiny_bundle, short_dir, tmp_path):
+    # Before: a 0.1 s clip passed the wav check, every system vocoded every file, then PESQ raised
+    # BufferTooShortError and the run died with a traceback and no report.
+    import soundfile as sf
+
+    _, onnx = tiny_bundle
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(sorted(short_dir.glob("*.wav"))[0], data / "a.wav")
+    audio, sr = sf.read(str(data / "a.wav"), dtype="float32")
+    sf.write(str(data / "z.wav"), audio[sr // 2 : sr // 2 + sr // 10], sr, subtype="PCM_16")  # 0.1 s of speech
+    out = tmp_path / "eval.json"
+    result = runner.invoke(app, ["eval", "--onnx", str(onnx), str(data), "--json", str(out), "--griffin-lim-iters", "1"])
+    assert _one_line(result) == (
+        f"error: {data / 'z.wav'}: 0.100 s is too short for PESQ, which needs at least 0.25 s "
+        "(or leave the perceptual metrics out: --no-perceptual)"
+    )
+    assert not out.exists()
+    # without the perceptual metrics the same clip is fine
+    result = runner.invoke(app, ["eval", "--onnx", str(onnx), str(data / "z.wav"), "--json", str(out),
+                                 "--griffin-lim-iters", "1", "--no-perceptual"])
+    assert result.exit_code == 0, result.output
+
+
 def test_hidden_wavs_in_a_folder_are_not_recordings(tmp_path, speech_wav):
     # macOS copies carry "._x.wav" resource forks; a killed writer leaves ".x.wav.<random>.wav"
     for name in ("a.wav", "._a.wav", ".a.wav.0iuixgk4.wav"):

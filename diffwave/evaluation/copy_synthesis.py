@@ -174,7 +174,9 @@ def evaluate(
         files=[str(f) for f in files],
     )
     for path in files:  # every input checked before any work (the same check as _synthesize's)
-        read_wav(path, spec.sample_rate, feature_min_samples(spec.n_fft))
+        audio = read_wav(path, spec.sample_rate, feature_min_samples(spec.n_fft))
+        if perceptual:
+            _check_long_enough_for_pesq(Path(path), audio.shape[0], spec.sample_rate)
     with tqdm(files, desc="eval", unit="file", disable=not progress) as bar:
         for path in bar:
             original, features, outputs = _synthesize(Path(path), synthesizers, spec, gl.name, griffin_lim_iterations, seed)
@@ -191,6 +193,17 @@ def evaluate(
             for a, b in itertools.combinations([s.info.name for s in synthesizers], 2):
                 report.snr.append(SnrRow(str(path), a, b, snr_db(outputs[b], outputs[a])))
     return report.finalize()
+
+
+def _check_long_enough_for_pesq(path: Path, samples: int, sample_rate: int) -> None:
+    """PESQ refuses clips under a quarter of a second: say so before any file is vocoded, not after."""
+    from diffwave.audio import AudioError
+
+    from .perceptual import PESQ_MIN_SECONDS, pesq_min_samples
+
+    if samples < pesq_min_samples(sample_rate):
+        raise AudioError(f"{path}: {samples / sample_rate:.3f} s is too short for PESQ, which needs at least "
+                         f"{PESQ_MIN_SECONDS} s (or leave the perceptual metrics out: --no-perceptual)")
 
 
 def _synthesize(

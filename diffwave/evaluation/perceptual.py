@@ -26,6 +26,13 @@ import numpy as np
 from .metrics import require
 
 PERCEPTUAL_RATE = 16000
+#: PESQ refuses shorter signals (pesq.BufferTooShortError: "at least 1/4 of a second").
+PESQ_MIN_SECONDS = 0.25
+
+
+def pesq_min_samples(sample_rate: int) -> int:
+    """Fewest samples at ``sample_rate`` that still give PESQ a quarter of a second at 16 kHz."""
+    return math.ceil(PESQ_MIN_SECONDS * sample_rate)
 
 
 def resample(audio, sample_rate: int, target_rate: int = PERCEPTUAL_RATE) -> np.ndarray:
