@@ -54,9 +54,7 @@ def find_wavs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found.update(
-                p for p in path.rglob("*") if p.suffix.lower() == ".wav" and p.is_file() and not is_hidden(p, path)
-            )
+            found.update(p for p in _walk_files(path) if p.suffix.lower() == ".wav" and not is_hidden(p, path))
         elif path.is_file() and path.suffix.lower() == ".wav":
             found.add(path)
         elif path.exists():
@@ -64,6 +62,23 @@ def find_wavs(paths: Sequence[str | os.PathLike]) -> list[Path]:
         else:
             raise DataError(f"{path}: no such file or folder")
     return sorted(found)
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    """Every file below ``root``, following symlinked folders (datasets are often assembled from
+    them; ``Path.rglob`` skips them before Python 3.13) but entering each real folder once, so a
+    link back up the tree cannot loop."""
+    seen: set[str] = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        for name in files:
+            path = Path(folder, name)
+            if path.is_file():
+                yield path
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from runtime.bundle import FeatureSpec, atomic_output, stale_temporaries
 
 from . import interrupts
-from .audio import AudioError, read_wav
+from .audio import AudioError, feature_min_samples, read_wav
 from .data import find_wavs, spec_path_for
 from .feature_record import read_record, remove_record, write_record
 
@@ -66,10 +66,9 @@ def process_file(wav: Path, features: FeatureSpec) -> FileOutcome:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            audio = read_wav(wav, features.sample_rate)
+            # The centred STFT needs half a window plus one sample, as lmnt's (513 for n_fft 1024), not a whole window.
+            audio = read_wav(wav, features.sample_rate, feature_min_samples(features.n_fft))
         notes = tuple(str(w.message) for w in caught)
-        if len(audio) < features.n_fft:
-            return FileOutcome(wav, f"{wav}: too short ({len(audio)} samples, one analysis frame needs {features.n_fft})")
         spec = log_mel_spectrogram(audio, features).numpy().astype(np.float32)
         save_npy_atomic(spec_path_for(wav), spec)
         return FileOutcome(wav, None, notes)

@@ -81,11 +81,39 @@ def test_every_bad_input_is_listed_with_its_reason(tmp_path, speech_wav):
     err = result.stderr
     assert f"{root / 'rate.wav'}: sample rate 16000 Hz, expected 22050 Hz" in err
     assert f"{root / 'empty.wav'}: empty audio" in err
-    assert f"{root / 'short.wav'}: too short (500 samples" in err
+    assert f"{root / 'short.wav'}: 500 samples is too short: the features need at least 513" in err
     assert f"{root / 'text.wav'}: unreadable audio" in err
     assert f"{root / 'nan.wav'}: audio contains NaN" in err
     assert "1 written, 0 up to date, 5 failed" in result.output
     assert sorted(p.name for p in root.glob("*.npy")) == ["good.wav.spec.npy"]
+
+
+def test_clips_from_half_a_window_up_get_spectrograms_like_lmnt(tmp_path, speech_wav):
+    # The centred STFT needs n_fft/2 + 1 samples; a whole window (1024) was asked for before, so
+    # clips lmnt preprocesses cleanly (513-1023 samples) were reported as failures.
+    audio, sr = sf.read(str(speech_wav), dtype="float32")
+    for n in (513, 600, 1023):
+        sf.write(tmp_path / f"c{n}.wav", audio[20000 : 20000 + n], sr, subtype="FLOAT")
+    result = run(tmp_path, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    for n in (513, 600, 1023):
+        assert np.load(spec_of(tmp_path / f"c{n}.wav")).shape == (80, 1 + n // 256)
+
+
+def test_wavs_in_symlinked_folders_are_found_once(tmp_path, speech_wav):
+    # Datasets are often assembled from symlinked folders; Path.rglob skipped them silently.
+    real = tmp_path / "real" / "sub"
+    real.mkdir(parents=True)
+    shutil.copy(speech_wav, real / "b.wav")
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(speech_wav, data / "a.wav")
+    (data / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    (data / "linked" / "sub" / "loop").symlink_to(data, target_is_directory=True)  # a link back up the tree
+    result = run(data, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "2 written" in result.output
+    assert spec_of(data / "linked" / "sub" / "b.wav").is_file()
 
 
 def test_skips_up_to_date_and_redoes_changed(corpus):
