@@ -12,14 +12,18 @@ checkpoints load unchanged. Two deliberate differences from lmnt's module:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import DiffWaveConfig
+
+if TYPE_CHECKING:
+    from .params import AttrDict
 
 EMBEDDING_DIM = 128  #: 64 sines + 64 cosines
 EMBEDDING_HIDDEN = 512
@@ -105,9 +109,16 @@ class ResidualBlock(nn.Module):
 class DiffWave(nn.Module):
     """ε-prediction network: (x_t [B, L], t, mel [B, n_mels, L/hop]) -> ε̂ [B, 1, L]."""
 
-    def __init__(self, config: Optional[DiffWaveConfig] = None):
+    def __init__(self, config: Optional[DiffWaveConfig | Mapping[str, Any]] = None):
+        """``config``: a :class:`DiffWaveConfig`, or lmnt's ``params`` (any mapping of its flat key
+        names, like ``diffwave.params.params``), so ``DiffWave(params)`` works as in lmnt's scripts."""
         super().__init__()
-        config = config or DiffWaveConfig()
+        if config is None:
+            config = DiffWaveConfig()
+        elif isinstance(config, Mapping):
+            config = DiffWaveConfig.from_params(dict(config), strict=False)  # lmnt's scripts add keys of their own
+        elif not isinstance(config, DiffWaveConfig):
+            raise TypeError(f"DiffWave takes a DiffWaveConfig or lmnt's params, got {type(config).__name__}")
         config.validate()
         self.config = config
         m = config.model
@@ -123,6 +134,13 @@ class DiffWave(nn.Module):
         self.output_projection = _conv1d(m.residual_channels, 1, 1)
         # lmnt starts from a zero output layer: the untrained model predicts ε̂ = 0.
         nn.init.zeros_(self.output_projection.weight)
+
+    @property
+    def params(self) -> "AttrDict":
+        """lmnt's ``model.params``: this network's configuration in lmnt's flat key names."""
+        from .params import AttrDict
+
+        return AttrDict(self.config.to_params())
 
     @property
     def unconditional(self) -> bool:

@@ -16,6 +16,10 @@ from .config import DiffWaveConfig
 class AttrDict(dict):
     """A dict whose keys are also attributes, with lmnt's ``override(dict | list of dicts)``."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        object.__setattr__(self, "__dict__", self)  # as lmnt's: vars(params) and params.__dict__ show the keys
+
     def __getattr__(self, name: str) -> Any:
         try:
             return self[name]

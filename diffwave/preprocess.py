@@ -59,6 +59,15 @@ def is_up_to_date(wav: Path) -> bool:
         return False
 
 
+def transform(filename: str | os.PathLike) -> None:
+    """lmnt's ``diffwave.preprocess.transform``: write ``<filename>.spec.npy`` with lmnt's feature
+    settings, for scripts written against lmnt's package. Raises :class:`AudioError` (one line
+    naming the file) where lmnt's would fail deep inside torchaudio."""
+    outcome = process_file(Path(filename), FeatureSpec())
+    if outcome.error is not None:
+        raise AudioError(outcome.error)
+
+
 def process_file(wav: Path, features: FeatureSpec) -> FileOutcome:
     """Compute and atomically write one spectrogram. Never raises: failures come back as the outcome."""
     from .features import log_mel_spectrogram  # torch import deferred to the worker

@@ -420,3 +420,42 @@ def test_lmnt_params_module_mirrors_our_defaults():
     tweaked = AttrDict(params).override([{"residual_layers": 4}, {"residual_channels": 8}])
     assert DiffWaveConfig.from_params(dict(tweaked)).model.residual_layers == 4
     assert tweaked.residual_channels == 8 and params.residual_channels == 64
+
+
+def test_lmnt_scripts_build_the_model_from_params_and_load_its_checkpoint(tmp_path, mel):
+    """lmnt's own predict() does ``DiffWave(params); load_state_dict(torch.load(p)['model'])``, and
+    scripts read ``model.params``; before, DiffWave(params) raised ``AttributeError: validate``."""
+    from diffwave.model import DiffWave
+    from diffwave.params import AttrDict, params
+
+    saved = random_model(tiny_config(), seed=5)
+    lmnt_file = tmp_path / "weights.pt"
+    torch.save({"step": 1, "model": saved.state_dict(), "params": lmnt_params(residual_layers=4, residual_channels=16,
+                                                                               dilation_cycle_length=2)}, lmnt_file)
+    checkpoint = torch.load(lmnt_file, weights_only=True)
+    model = DiffWave(AttrDict(checkpoint["params"]))
+    model.load_state_dict(checkpoint["model"])
+    assert model.params.residual_layers == 4 and model.params.noise_schedule == params.noise_schedule
+    spectrogram = torch.as_tensor(mel)[None]
+    x, t = torch.randn(1, spectrogram.shape[-1] * HOP, generator=torch.Generator().manual_seed(0)), torch.tensor([3])
+    with torch.no_grad():
+        assert torch.equal(model(x, t, spectrogram), saved(x, t, spectrogram))
+    assert len(DiffWave(params).residual_layers) == 30  # lmnt's base defaults
+    assert len(vars(params)) == len(params) and vars(params)["batch_size"] == 16  # lmnt's AttrDict, as a namespace
+    with pytest.raises(TypeError, match="DiffWave takes a DiffWaveConfig or lmnt's params, got int"):
+        DiffWave(3)
+
+
+def test_lmnt_preprocess_transform_writes_the_spectrogram_beside_the_wav(tmp_path, hello_wav):
+    from diffwave.audio import AudioError
+    from diffwave.preprocess import transform
+
+    wav = tmp_path / "hello.wav"
+    shutil.copy(hello_wav, wav)
+    transform(str(wav))  # lmnt passes a str
+    written = np.load(str(wav) + ".spec.npy")
+    expected = log_mel_spectrogram(read_wav(hello_wav, 22050), FeatureSpec()).numpy()
+    np.testing.assert_allclose(written, expected, rtol=0, atol=1e-6)
+    sf.write(tmp_path / "rate.wav", np.zeros(1600, np.float32), 16000)
+    with pytest.raises(AudioError, match="rate.wav: sample rate 16000 Hz, expected 22050 Hz"):
+        transform(tmp_path / "rate.wav")
