@@ -8,6 +8,7 @@ newest. Every write goes to a temporary name first and is renamed into place, so
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,13 +69,23 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def _load_failure(exc: Exception) -> str:
+    """One line on why torch.load refused a file: for a Python object that weights-only loading
+    does not run, which object it is and how to re-save the file without it."""
+    text = str(exc).strip()
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if refused:
+        return (f"it holds a {refused.group(1)} object, which safe loading refuses; re-save it with tensors and "
+                "plain Python values only, e.g. params as dict(params) with lists instead of numpy arrays")
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
     path = resolve_checkpoint_path(path)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated / foreign files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: unreadable checkpoint ({first_line})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({_load_failure(exc)})") from None
     if not isinstance(data, dict) or "model" not in data:
         raise CheckpointError(f"{path}: not a DiffWave checkpoint (no 'model' state dict)")
     for key in ("model", "ema"):

@@ -9,6 +9,7 @@ functional transcription of the DiffWave paper / lmnt's network, not our module.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -295,3 +296,27 @@ def test_truncated_checkpoint_is_one_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="unreadable checkpoint"):
         DiffWave.from_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("holding, refused", [
+    ("an AttrDict", r"diffwave\.params\.AttrDict"),  # torch.save({..., "params": params}) by hand
+    ("a numpy schedule", "numpy.*._reconstruct"),  # np.linspace left unconverted (numpy 1 says numpy.core)
+])
+def test_a_checkpoint_holding_python_objects_names_them_and_the_way_out(tmp_path, holding, refused):
+    # Before: the message stopped at torch's "you have two options," with neither option shown.
+    import numpy as np
+
+    from diffwave.params import AttrDict
+
+    p = lmnt_params(**SMALL)
+    params = AttrDict(p) if holding == "an AttrDict" else {**p, "noise_schedule": np.asarray(p["noise_schedule"])}
+    path = tmp_path / "weights.pt"
+    torch.save({"step": 1, "model": random_lmnt_state(p), "params": params}, path)
+    with pytest.raises(CheckpointError) as info:
+        DiffWave.from_checkpoint(tmp_path)
+    assert re.fullmatch(
+        re.escape(f"{path}: unreadable checkpoint (it holds a ") + refused + re.escape(
+            " object, which safe loading refuses; re-save it with tensors and plain Python values only, "
+            "e.g. params as dict(params) with lists instead of numpy arrays)"),
+        str(info.value),
+    ), str(info.value)
