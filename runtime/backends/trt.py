@@ -262,6 +262,7 @@ class TensorRTBackend(Backend):
         self.cache_path = plan_path.with_name(plan_path.name + RUNTIME_CACHE_SUFFIX)
         self._runtime_cache: Any = None
         self._cache_dirty = False
+        self._calls_since_save = 0
         self.context = self._create_context()
         self.bound: Optional[TrtSession] = None
 
@@ -317,9 +318,22 @@ class TensorRTBackend(Backend):
         return check is None or bool(check(self.ops.stream.cuda_stream))
 
     def after_call(self) -> None:
-        if self._runtime_cache is None or not self._cache_dirty:
+        if self._runtime_cache is None:
             return
-        self._cache_dirty = False
+        self._calls_since_save += 1
+        if self._cache_dirty:
+            self._save_runtime_cache()
+
+    def close(self) -> None:
+        # TensorRT-RTX compiles a new shape's specialised kernels in the background (its default lazy
+        # strategy) while fallback kernels serve the first calls, so the cache saved after a shape's
+        # first call may lack them: save it once more when the vocoder is closed.
+        if self._runtime_cache is not None and self._calls_since_save:
+            self._save_runtime_cache()
+        super().close()
+
+    def _save_runtime_cache(self) -> None:
+        self._cache_dirty, self._calls_since_save = False, 0
         try:
             write_bytes_atomic(self.cache_path, bytes(self._runtime_cache.serialize()))
         except OSError as exc:
