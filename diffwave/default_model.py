@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from runtime.bundle import METADATA_NAME, Profile
 
@@ -51,17 +52,39 @@ def default_bundle(log: Callable[[str], None] = lambda _m: None, refresh: bool =
     """The ONNX bundle of the shipped weights: exported (and gated) once, then reused.
 
     ``refresh`` exports again over a cached bundle that no longer loads (edited, truncated).
+    One process exports at a time per cache folder: a second ``diffwave demo`` started meanwhile
+    waits and then uses the first one's bundle (before, each took the other's staging folder for
+    a killed export's leftovers and removed it).
     """
     weights = default_model().weights
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     bundle = cache_root() / f"default-{digest}"
     if (bundle / METADATA_NAME).is_file() and not refresh:
         return bundle
-    from export.bundle_export import ExportSettings, export_bundle
+    with _exclusive(cache_root()):
+        if (bundle / METADATA_NAME).is_file() and not refresh:
+            return bundle  # exported by another process while this one waited
+        from export.bundle_export import ExportSettings, export_bundle
 
-    from .checkpoint import load_model
+        from .checkpoint import load_model
 
-    log(f"first use: exporting the bundled model to {bundle}")
-    settings = ExportSettings(precision="fp32", profile=DEMO_PROFILE, progress=False)
-    export_bundle(load_model(weights), bundle, settings, log=log)
+        log(f"{'exporting the bundled model again' if refresh else 'first use: exporting the bundled model'} to {bundle}")
+        # force: the folder is this tool's own, so what a killed export left there (files, but no
+        # model.json) is replaced rather than refused with advice about options demo does not have.
+        settings = ExportSettings(precision="fp32", profile=DEMO_PROFILE, progress=False, force=True)
+        export_bundle(load_model(weights), bundle, settings, log=log)
     return bundle
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder``'s ``.lock`` file (released by the OS if the process dies)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock, as before
+        yield
+        return
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

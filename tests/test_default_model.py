@@ -76,7 +76,7 @@ def test_demo_exports_again_over_a_cached_bundle_that_no_longer_loads(demo_run, 
     _, _, env = demo_run
     cache = tmp_path / "cache"
     shutil.copytree(env["DIFFWAVE_CACHE"], cache)
-    (bundle,) = cache.iterdir()
+    (bundle,) = [p for p in cache.iterdir() if p.is_dir()]  # beside it: the cache's .lock file
     (bundle / "model.json").write_text("[]")  # e.g. a disk that filled up while a user edited it
     env = {**env, "DIFFWAVE_CACHE": str(cache)}
     again = subprocess.run([sys.executable, "-m", "diffwave", "demo", "-o", str(tmp_path / "c.wav")], capture_output=True, text=True, env=env)
@@ -87,6 +87,24 @@ def test_demo_exports_again_over_a_cached_bundle_that_no_longer_loads(demo_run, 
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and bad.stderr.strip() == "error: steps: unknown schedule 'bogus'; known: fast, full, or a list of betas"
     assert not (tmp_path / "d.wav").exists()
+
+
+def test_two_first_demos_at_once_share_one_export(tmp_path):
+    # Before: each took the other's staging folder for a killed export's leftovers and removed it,
+    # and the first demo died with an ONNX Runtime traceback ("File doesn't exist").
+    env = {"DIFFWAVE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    runs = [subprocess.Popen([sys.executable, "-m", "diffwave", "demo", "-o", str(tmp_path / f"{i}.wav")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    results = [(run.wait(), *run.communicate()) for run in runs]
+    assert all(code == 0 for code, _, _ in results), results
+    assert sum("first use: exporting" in err for _, _, err in results) == 1  # the other waited and reused it
+    # A bundle folder a killed export left without model.json is the tool's own: exported over, not refused.
+    (bundle,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    (bundle / "model.json").unlink()
+    again = subprocess.run([sys.executable, "-m", "diffwave", "demo", "-o", str(tmp_path / "c.wav")],
+                           capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "first use: exporting" in again.stderr and (bundle / "model.json").is_file()
 
 
 def test_shipped_weights_beat_an_untrained_network(demo_run):

@@ -38,6 +38,8 @@ def demo_command(
     The first run exports the bundled weights to an ONNX bundle in ~/.cache/diffwave
     (override with DIFFWAVE_CACHE) and checks it against PyTorch; later runs reuse it.
     """
+    from export.bundle_export import ExportError
+    from export.parity import ParityGateFailed
     from runtime import VocoderError
     from runtime.bundle import BundleError
 
@@ -55,7 +57,7 @@ def demo_command(
             audio = vocoder(mel, steps=steps, seed=seed)[0]
             wall = time.perf_counter() - start
             write_wav(output, audio, vocoder.sample_rate)
-    except (FileNotFoundError, VocoderError, BundleError) as exc:
+    except (FileNotFoundError, VocoderError, BundleError, ExportError, ParityGateFailed) as exc:
         raise fail(str(exc)) from None
     seconds = len(audio) / vocoder.sample_rate
     typer.echo(
