@@ -259,16 +259,32 @@ def render(utt: Utterance, out_dir: Path, exe: str, recorded_samples: Optional[i
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path, suffix=".wav") as tmp:
-            cmd = [exe, "-v", utt.voice, "-s", str(utt.speed), "-p", str(utt.pitch), "-w", str(tmp), utt.text]
+            # The wav comes through a pipe and is written here: espeak-ng's own -w ignores write
+            # errors, so a full disk gave a shorter wav with a consistent header and exit 0, which
+            # nothing could tell from a whole one. The bytes are those -w writes.
+            cmd = [exe, "-v", utt.voice, "-s", str(utt.speed), "-p", str(utt.pitch), "--stdout", utt.text]
             # Its own session: a terminal's Ctrl-C goes to this process alone, which stops the queue and
             # lets the few running voices finish, instead of killing them into a misleading failure.
-            proc = subprocess.run(cmd, capture_output=True, text=True, start_new_session=True)
+            proc = subprocess.run(cmd, capture_output=True, start_new_session=True)
             if proc.returncode != 0:
-                detail = (proc.stderr or proc.stdout).strip().splitlines()
+                detail = proc.stderr.decode(errors="replace").strip().splitlines()
                 raise CorpusError(f"espeak-ng failed on {utt.file} (voice {utt.voice}): {detail[0] if detail else f'exit {proc.returncode}'}")
+            with open(tmp, "wb") as handle:
+                handle.write(_wav_from_stream(proc.stdout, utt.file))
+                handle.flush()
+                os.fsync(handle.fileno())  # a full disk fails here, not later in a file that looks whole
             _check_wav(tmp, utt.file)
     info = _check_wav(path, utt.file)
     return ManifestEntry(utt.file, utt.split, utt.text, utt.voice, utt.speed, utt.pitch, info.frames)
+
+
+def _wav_from_stream(stream: bytes, name: str) -> bytes:
+    """espeak-ng's ``--stdout`` wav with its chunk sizes filled in (a pipe cannot seek back to write
+    them, so it leaves placeholders there): the canonical 44-byte header, then 16-bit samples."""
+    header, data = stream[:44], stream[44:]
+    if len(header) < 44 or header[:4] != b"RIFF" or header[8:16] != b"WAVEfmt " or header[36:40] != b"data" or len(data) % 2:
+        raise CorpusError(f"{name}: espeak-ng wrote {len(stream)} bytes that are not a 16-bit wav stream")
+    return b"RIFF" + (36 + len(data)).to_bytes(4, "little") + header[8:40] + len(data).to_bytes(4, "little") + data
 
 
 def _whole(path: Path, recorded_samples: Optional[int]) -> bool:
@@ -280,7 +296,10 @@ def _whole(path: Path, recorded_samples: Optional[int]) -> bool:
 
 
 def _check_wav(path: Path, name: str):
-    info = sf.info(str(path))
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # libsndfile's errors are not OSErrors: one line here, not a traceback
+        raise CorpusError(f"{name}: unreadable wav ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
     if info.samplerate != SAMPLE_RATE or info.channels != 1 or info.frames == 0:
         raise CorpusError(
             f"{name}: espeak-ng wrote {info.channels} channel(s) at {info.samplerate} Hz with {info.frames} samples, "

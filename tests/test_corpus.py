@@ -119,3 +119,51 @@ def test_a_killed_runs_temporaries_do_not_block_the_resume(tmp_path):
 def test_too_few_sentences_for_a_heldout_split(tmp_path):
     result = _run(str(tmp_path / "x"), "--sentences", "2", "--heldout-fraction", "0.9")
     assert result.exit_code != 0 and "nothing for training" in result.output
+
+
+def test_wavs_are_the_bytes_espeak_ng_writes_itself(tmp_path):
+    """The wav comes through espeak-ng's --stdout; it must equal what its -w writes, header included."""
+    import shutil
+    import subprocess
+
+    out = tmp_path / "corpus"
+    assert _run(str(out), "--sentences", "3", "--seed", "4", "--workers", "1").exit_code == 0
+    for entry in read_manifest(out / MANIFEST_NAME):
+        direct = tmp_path / "direct.wav"
+        subprocess.run([shutil.which("espeak-ng"), "-v", entry.voice, "-s", str(entry.speed), "-p", str(entry.pitch),
+                        "-w", str(direct), entry.text], check=True, capture_output=True)
+        assert (out / entry.file).read_bytes() == direct.read_bytes(), entry.file
+
+
+def test_a_full_disk_stops_the_run_and_keeps_no_short_wav(tmp_path, monkeypatch):
+    """espeak-ng's -w ignores write errors: on a full disk it wrote a shorter wav with a consistent
+    header and exit 0, which was kept under its final name for good. Now the wav is written here, so
+    the disk's error reaches us. (The disk is made full by failing the second wav's flush with
+    ENOSPC: a full filesystem cannot be made here without privileges, and a file-size limit kills
+    espeak-ng itself, which uses shared memory.)"""
+    import errno
+    import os
+
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    out = tmp_path / "corpus"
+    monkeypatch.setattr(os, "fsync", fsync)
+    result = _run(str(out), "--sentences", "3", "--seed", "4", "--workers", "1")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == "error: No space left on device", result.output
+    clean = tmp_path / "clean"
+    assert _run(str(clean), "--sentences", "3", "--seed", "4", "--workers", "1").exit_code == 0
+    kept = _digest(out)
+    assert len(kept) == 2 and all(digest == _digest(clean)[name] for name, digest in kept.items())  # whole ones only
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary left
+    assert not (out / MANIFEST_NAME).exists()
+    assert _run(str(out), "--sentences", "3", "--seed", "4", "--workers", "1").exit_code == 0  # with room again
+    assert _digest(out) == _digest(clean)
+    assert (out / MANIFEST_NAME).read_bytes() == (clean / MANIFEST_NAME).read_bytes()
