@@ -108,9 +108,17 @@ def test_rows_json_and_plot_for_every_requested_backend(run_dir, onnx_path, tmp_
         paired = statistics.median(a / b for a, b in zip(ref.times_ms, row.times_ms))
         assert row.speedup == pytest.approx(paired)
         assert row.speedup_of_medians == pytest.approx(ref.median_ms / row.median_ms)
+        rounds = [a / b for a, b in zip(ref.times_ms, row.times_ms)]
+        assert row.speedup_range == pytest.approx((min(rounds), max(rounds)))  # the spread the median hides
         assert row.peak_mb is None and row.warmup_ms > 0
+        if row.backend != "reference-cpu":
+            low, high = row.speedup_range
+            assert f"{row.speedup:.2f}× ({low:.2f}–{high:.2f})" in result.stdout
     assert all(r.speedup == 1.0 for r in report.rows if r.backend == "reference-cpu")
-    assert "onnxruntime" in next(r.detail for r in report.rows if r.backend == "onnxruntime-cpu")
+    # No --threads: ONNX Runtime gets torch's count (1 here), not its own default of one per core,
+    # which ignores OMP_NUM_THREADS; the report and the row say so.
+    assert report.settings["threads"] == 1
+    assert "onnxruntime (CPU, 1 thread) model.onnx" in next(r.detail for r in report.rows if r.backend == "onnxruntime-cpu")
 
     machine = data["machine"]
     assert machine["cpu_model"] and machine["cpu_cores"] >= 1 and machine["cpus_usable"] >= 1
@@ -122,7 +130,7 @@ def test_rows_json_and_plot_for_every_requested_backend(run_dir, onnx_path, tmp_
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_png.stat().st_size > 5000
     for name in BACKENDS:
         assert name in result.stdout
-    assert "speed-up" in result.stdout and "machine:" in result.stdout
+    assert "speed-up (rounds)" in result.stdout and "peak MiB" in result.stdout and "machine:" in result.stdout
 
 
 def test_memory_worker_sees_memory_grow_with_the_input(run_dir, onnx_path, model):

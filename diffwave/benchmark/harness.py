@@ -10,7 +10,7 @@ nor is disturbed by them.
 from __future__ import annotations
 
 import datetime
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -19,7 +19,7 @@ from .contenders import BenchModels, Contender, Runner, open_runner, reference_f
 from .machine import describe_machine, load_average
 from .memory import MemoryJob, measure_in_subprocess
 from .report import BenchReport, BenchRow, Skipped
-from .timing import Summary, paired_speedup
+from .timing import Summary, paired_ratios, paired_speedup
 
 Log = Callable[[str], None]
 
@@ -32,7 +32,8 @@ class BenchSettings:
     repeats: int = 3  #: timed calls per contender and shape
     warmup: int = 1  #: untimed calls first (CUDA-graph contenders get two more: eager, then capture)
     seed: int = 0
-    threads: Optional[int] = None  #: ONNX Runtime intra-op threads (None: its default, one per core)
+    #: ONNX Runtime intra-op threads (None: as many as torch uses, so the rows compare like with like)
+    threads: Optional[int] = None
     torch_threads: Optional[int] = None  #: torch.set_num_threads for the reference and PyTorch rows (None: torch's default)
     memory: bool = True  #: measure peak memory in worker processes
     backends: Optional[tuple[str, ...]] = None  #: None: everything that can run here
@@ -61,6 +62,11 @@ def run_bench(settings: BenchSettings, models: BenchModels, log: Log = lambda _m
     previous = torch.get_num_threads()
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    # Both libraries get the same thread count unless told otherwise, and the report records the
+    # counts used: ONNX Runtime's default (one per core) ignores OMP_NUM_THREADS, which torch
+    # follows, so under OMP_NUM_THREADS=1 the reference ran on one thread against two.
+    torch_threads = torch.get_num_threads()
+    settings = replace(settings, torch_threads=torch_threads, threads=settings.threads or torch_threads)
     try:
         return _run(settings, models, log)
     finally:
@@ -164,6 +170,7 @@ def _row(c: Contender, runner: Runner, batch: int, seconds: float, samples: int,
     audio = batch * samples / runner.sample_rate
     rtf = summary.median / audio
     speedup = paired_speedup(ref, times) if ref else None
+    ratios = paired_ratios(ref, times) if ref else []
     return BenchRow(
         backend=c.name,
         device=c.device,
@@ -179,6 +186,7 @@ def _row(c: Contender, runner: Runner, batch: int, seconds: float, samples: int,
         x_realtime=1.0 / rtf,
         speedup=speedup,
         speedup_of_medians=(Summary.of(ref).median / summary.median) if ref else None,
+        speedup_range=(min(ratios), max(ratios)) if ratios else None,
         warmup_ms=warm * 1e3,
         mode=runner.mode,
         detail=runner.describe,

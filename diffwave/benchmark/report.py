@@ -40,6 +40,8 @@ class BenchRow:
     x_realtime: float  #: 1 / rtf
     speedup: Optional[float]  #: over the reference on the same device: median of per-round ratios
     speedup_of_medians: Optional[float]  #: reference median / this median
+    #: the lowest and highest per-round ratio: load that slows one side more than the other widens it
+    speedup_range: Optional[tuple[float, float]] = None
     warmup_ms: Optional[float] = None  #: the first (untimed) call of this shape in the timing process
     first_call_ms: Optional[float] = None  #: the call in a fresh process (memory worker): cold start
     peak_mb: Optional[float] = None  #: resident-memory peak of one call above the loaded process
@@ -49,6 +51,16 @@ class BenchRow:
     mode: str = "eager"  #: "replayed" when the timed calls replayed a CUDA graph
     detail: str = ""  #: the backend's own description
     memory_error: Optional[str] = None
+
+
+def _speedup_cell(row: "BenchRow") -> str:
+    """The median per-round ratio, with the lowest and highest round when they differ."""
+    if row.speedup is None:
+        return "-"
+    if row.speedup_range is None or row.backend.startswith("reference"):
+        return f"{row.speedup:.2f}×"
+    low, high = row.speedup_range
+    return f"{row.speedup:.2f}× ({low:.2f}–{high:.2f})"
 
 
 @dataclass
@@ -90,14 +102,15 @@ class BenchReport:
             machine=machine,
             settings=data["settings"],
             models=data["models"],
-            rows=[BenchRow(**r) for r in data["rows"]],
+            rows=[BenchRow(**{**r, "speedup_range": tuple(r["speedup_range"]) if r.get("speedup_range") else None})
+                  for r in data["rows"]],
             skipped=[Skipped(**s) for s in data["skipped"]],
             created=data["created"],
         )
 
     def table(self, markdown: bool = False) -> str:
         """The rows grouped by shape; ``markdown`` gives a GitHub table (README, benchmarks/README.md)."""
-        headers = ("backend", "batch", "audio s", "median ms", "RTF", "× real time", "speed-up", "peak MB")
+        headers = ("backend", "batch", "audio s", "median ms", "RTF", "× real time", "speed-up (rounds)", "peak MiB")
         body = [
             (
                 r.backend + (" (graph)" if r.mode == "replayed" else ""),
@@ -106,7 +119,7 @@ class BenchReport:
                 f"{r.median_ms:.1f}",
                 f"{r.rtf:.3f}",
                 f"{r.x_realtime:.2f}",
-                "-" if r.speedup is None else f"{r.speedup:.2f}×",
+                _speedup_cell(r),
                 _memory_cell(r),
             )
             for r in self.rows

@@ -71,7 +71,12 @@ class Summary:
         return cls(statistics.median(values), min(values), max(values), tuple(values))
 
 
+def paired_ratios(reference: Sequence[float], contender: Sequence[float]) -> list[float]:
+    """reference/contender time per round: each round's pair ran under the same load."""
+    return [r / c for r, c in zip(reference, contender) if c > 0]
+
+
 def paired_speedup(reference: Sequence[float], contender: Sequence[float]) -> Optional[float]:
-    """Median over rounds of reference/contender time: each round's pair ran under the same load."""
-    ratios = [r / c for r, c in zip(reference, contender) if c > 0]
+    """Median over rounds of reference/contender time (see :func:`paired_ratios`)."""
+    ratios = paired_ratios(reference, contender)
     return statistics.median(ratios) if ratios else None

@@ -72,7 +72,9 @@ def bench_command(
     ),
     repeats: int = typer.Option(3, "--repeats", min=1, help="Timed calls per backend and shape (the median is reported)."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed calls per backend and shape before timing."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime intra-op threads (default: one per core)."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="ONNX Runtime intra-op threads (default: as many as torch uses, so both sides match)."
+    ),
     torch_threads: Optional[int] = typer.Option(
         None, "--torch-threads", min=1, help="torch.set_num_threads for the reference and PyTorch rows (default: torch's, one per core)."
     ),

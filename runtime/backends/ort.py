@@ -101,6 +101,7 @@ class OnnxRuntimeBackend(Backend):
         options.enable_mem_pattern = False
         if threads:
             options.intra_op_num_threads = threads
+        self.threads = threads  #: intra-op threads asked for (None: ONNX Runtime's default, one per core)
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         if self.on_cuda:
             import torch
@@ -152,7 +153,8 @@ class OnnxRuntimeBackend(Backend):
         self.session_object = None  # ONNX Runtime frees its arena and weights with the session
 
     def describe(self) -> str:
-        return f"onnxruntime ({'CUDA' if self.on_cuda else 'CPU'}) {self.path.name}"
+        threads = "" if self.on_cuda else f", {self.threads or 'default'} thread{'' if self.threads == 1 else 's'}"
+        return f"onnxruntime ({'CUDA' if self.on_cuda else 'CPU'}{threads}) {self.path.name}"
 
 
 def _want_cuda(device: str, ort: Any) -> bool:
