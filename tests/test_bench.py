@@ -238,3 +238,21 @@ def test_gpu_script_refuses_a_machine_without_a_gpu(tmp_path):
     assert result.returncode == 3, result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "nvidia-smi failed" in result.stderr
     assert (out / "nvidia-smi.txt").is_file() and not (out / "bench-cuda.json").exists()
+
+
+def test_a_graph_row_that_ran_eager_says_so():
+    """A *-graphs row captures only when the call's noise fits the budget and the input is one window;
+    at benchmarks/gpu.sh's 60 s x batch 8 it times the eager loop, which the table must not hide."""
+    from diffwave.benchmark.machine import describe_machine
+    from diffwave.benchmark.report import BenchRow
+
+    def row(backend, mode):
+        return BenchRow(backend=backend, device="cuda", batch=8, seconds=60.0, samples=1323008, steps=6, median_ms=10.0,
+                        min_ms=9.0, max_ms=11.0, times_ms=[9.0, 10.0, 11.0], rtf=0.1, x_realtime=10.0, speedup=2.0,
+                        speedup_of_medians=2.0, speedup_range=(1.5, 2.5), mode=mode)
+
+    report = BenchReport(machine=describe_machine(), settings={}, models={},
+                         rows=[row("tensorrt-graphs", "eager"), row("pytorch-cuda-graphs", "replayed"), row("tensorrt", "eager")])
+    names = [line.split("  ")[0] for line in report.table().splitlines()[2:]]
+    assert names == ["tensorrt-graphs (eager)", "pytorch-cuda-graphs (graph)", "tensorrt"]
+    assert "2.00× (1.50–2.50)" in report.table()

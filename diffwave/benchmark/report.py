@@ -53,6 +53,14 @@ class BenchRow:
     memory_error: Optional[str] = None
 
 
+def _mode_suffix(row: "BenchRow") -> str:
+    """"(graph)" when the timed calls replayed a CUDA graph; "(eager)" on a graph row that could not
+    (its noise over the per-call budget, or a chunked input): it timed the eager loop instead."""
+    if row.mode == "replayed":
+        return " (graph)"
+    return " (eager)" if row.backend.endswith("-graphs") else ""
+
+
 def _speedup_cell(row: "BenchRow") -> str:
     """The median per-round ratio, with the lowest and highest round when they differ."""
     if row.speedup is None:
@@ -113,7 +121,7 @@ class BenchReport:
         headers = ("backend", "batch", "audio s", "median ms", "RTF", "× real time", "speed-up (rounds)", "peak MiB")
         body = [
             (
-                r.backend + (" (graph)" if r.mode == "replayed" else ""),
+                r.backend + _mode_suffix(r),
                 str(r.batch),
                 f"{r.seconds:g}",
                 f"{r.median_ms:.1f}",
