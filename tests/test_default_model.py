@@ -107,6 +107,18 @@ def test_two_first_demos_at_once_share_one_export(tmp_path):
     assert "first use: exporting" in again.stderr and (bundle / "model.json").is_file()
 
 
+def test_an_unusable_cache_names_the_setting_that_moves_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    env = {"DIFFWAVE_CACHE": str(blocker / "cache"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, "-m", "diffwave", "demo", "-o", str(tmp_path / "o.wav")], capture_output=True,
+                         text=True, env=env)
+    assert run.returncode == 1
+    assert run.stderr.strip() == (f"error: {blocker / 'cache'}: Not a directory (the demo exports the bundled model into "
+                                  "this cache on first use: set DIFFWAVE_CACHE to a writable folder)")
+    assert not (tmp_path / "o.wav").exists()
+
+
 def test_shipped_weights_beat_an_untrained_network(demo_run):
     _, out, _ = demo_run
     files = default_model()

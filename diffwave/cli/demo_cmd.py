@@ -16,10 +16,15 @@ def _open_default_bundle():
     from runtime import Vocoder, VocoderError
     from runtime.bundle import BundleError
 
-    from diffwave.default_model import default_bundle
+    from diffwave.default_model import cache_root, default_bundle
 
     log = lambda message: typer.echo(message, err=True)  # noqa: E731
-    bundle = default_bundle(log=log)
+    try:
+        bundle = default_bundle(log=log)
+    except OSError as exc:  # a read-only home, a cache path through a file: say which setting moves it
+        where = exc.filename or cache_root()
+        raise fail(f"{where}: {exc.strerror or exc} (the demo exports the bundled model into this cache on first "
+                   "use: set DIFFWAVE_CACHE to a writable folder)") from None
     try:
         return Vocoder.load(bundle, device="cpu")
     except (VocoderError, BundleError) as exc:
