@@ -411,16 +411,30 @@ def train(
     if records is None:
         records = _scan(options, config, ctx)
     loader = make_loader(records, config, ctx, learner.step, options.data_workers, pin_memory=device.type == "cuda")
-    summary = _Summary(model_dir, config, learner.step) if ctx.is_main else None
     validation = _validation_set(options, config) if ctx.is_main and options.valid_dirs else None
-    if validation is not None and latest is None:  # a new run: where it starts, for the curve
-        _validate(learner, validation, summary, options)
+    summary = _Summary(model_dir, config, learner.step) if ctx.is_main else None
+    try:  # the events file is closed on every way out: an open writer re-creates it on a later flush
+        if validation is not None and latest is None:  # a new run: where it starts, for the curve
+            _validate(learner, validation, summary, options)
+        _run_steps(learner, loader, options, summary, validation, result, device)
+    finally:
+        if summary:
+            summary.close()
+    ddp.barrier(ctx)
+    result.step = learner.step
+    return result
+
+
+def _run_steps(learner: Learner, loader: DataLoader, options: TrainOptions, summary: Optional[_Summary],
+               validation: Optional[ValidationSet], result: TrainResult, device: torch.device) -> None:
+    """The training loop: steps until ``max_steps`` or the time budget, a checkpoint every
+    ``checkpoint_every`` steps and at the end; Ctrl-C saves what was done unless it broke into a step."""
     bar = tqdm(
-        initial=learner.step, total=options.max_steps, desc="train", unit="step", disable=not (options.progress and ctx.is_main)
+        initial=learner.step, total=options.max_steps, desc="train", unit="step", disable=not (options.progress and learner.ctx.is_main)
     )
     learner.saved_step = learner.step
     # Without a bar (a log file, a batch job) each checkpoint gets one plain line instead.
-    pace = _Pace() if ctx.is_main and not options.progress else None
+    pace = _Pace() if learner.ctx.is_main and not options.progress else None
     deadline = None if options.max_minutes is None else time.monotonic() + 60.0 * options.max_minutes
     batches = iter(loader)
     try:
@@ -446,7 +460,7 @@ def train(
             _save(learner, options, summary, batch, validation, pace)
     except KeyboardInterrupt:
         # Ctrl-C keeps the work done so far, unless a second one broke into a half-done step.
-        if not ctx.distributed and learner.step > learner.saved_step and not interrupts.interrupted_mid_step():
+        if not learner.ctx.distributed and learner.step > learner.saved_step and not interrupts.interrupted_mid_step():
             _save(learner, options, summary, None, hold_signals=False)  # a second Ctrl-C still stops at once
         raise
     finally:
@@ -454,11 +468,6 @@ def train(
         # collected at exit: on SIGTERM they would outlive the main process's pipes and print.
         del batches
         bar.close()
-        if summary:
-            summary.close()
-    ddp.barrier(ctx)
-    result.step = learner.step
-    return result
 
 
 def _next_batch(batches) -> Batch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -436,6 +437,7 @@ def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_pat
     (existing / "notes.txt").write_text("mine")
     result = runner.invoke(app, _diverging_args(existing, preprocessed_dir, tmp_path, "--valid", str(tmp_path / "no-such")))
     assert result.exit_code != 0
+    gc.collect()  # a TensorBoard writer left open re-creates its removed file when it is flushed or collected
     assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
     result = runner.invoke(app, _diverging_args(existing, preprocessed_dir, tmp_path))
     assert result.exit_code == 1 and "training diverged" in result.stderr
