@@ -111,6 +111,8 @@ def test_rows_json_and_plot_for_every_requested_backend(run_dir, onnx_path, tmp_
         rounds = [a / b for a, b in zip(ref.times_ms, row.times_ms)]
         assert row.speedup_range == pytest.approx((min(rounds), max(rounds)))  # the spread the median hides
         assert row.peak_mb is None and row.warmup_ms > 0
+        # every timed row computed the reference's audio first (float32 rows: far above the 30 dB bar)
+        assert row.agreement_db is None if row.backend == "reference-cpu" else row.agreement_db > 100, row
         if row.backend != "reference-cpu":
             low, high = row.speedup_range
             assert f"{row.speedup:.2f}× ({low:.2f}–{high:.2f})" in result.stdout
@@ -213,6 +215,23 @@ def test_a_bundle_of_another_network_than_the_checkpoint_is_refused(run_dir, tmp
         "the speed-ups would compare different models"
     )
     assert not out.exists()
+
+
+def test_a_row_that_computes_other_audio_is_not_timed(run_dir, tmp_path):
+    """A bundle of the same architecture but other weights passes the network check; its audio does
+    not match the reference's, so it must not be timed and reported as a speed-up."""
+    other = write_onnx_bundle(tmp_path / "other", random_model(tiny_config(), seed=9))
+    out = tmp_path / "out.json"
+    result = bench("--checkpoint", run_dir, "--onnx", other, "--seconds", "0.05", "--batch", 1, "--repeats", 1, "--warmup", 0,
+                   "--backends", "onnxruntime-cpu,pytorch-cpu", "--no-memory", "--torch-threads", 1, "--no-progress",
+                   "--json", out)
+    assert result.exit_code == 0, result.output
+    report = BenchReport.from_json(out.read_text())
+    assert [r.backend for r in report.rows] == ["reference-cpu", "pytorch-cpu"]
+    (skipped,) = report.skipped
+    assert skipped.backend == "onnxruntime-cpu" and skipped.batch == 1
+    assert "its audio differs from reference-cpu's on the same noise (SNR" in skipped.reason
+    assert "dB < 30 dB): another model or a broken backend" in skipped.reason
 
 
 def test_without_a_model_it_runs_a_random_base_model(tmp_path):

@@ -129,6 +129,11 @@ class Runner:
     def __call__(self) -> None:
         raise NotImplementedError
 
+    def output(self, noise: np.ndarray) -> np.ndarray:
+        """The staged input vocoded with ``noise`` [steps, batch, samples] (the runtime's convention),
+        as float32 on the host: what the agreement check compares with the reference."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -157,6 +162,11 @@ class ReferenceRunner(Runner):
 
         reference_sample(self.model, self.spectrogram, self.schedule, generator=self.generator)
 
+    def output(self, noise: np.ndarray) -> np.ndarray:
+        from .reference import reference_sample
+
+        return reference_sample(self.model, self.spectrogram, self.schedule, noise=noise).float().cpu().numpy()
+
 
 class VocoderRunner(Runner):
     def __init__(self, contender: Contender, vocoder: Any, steps: Any, seed: int):
@@ -177,6 +187,10 @@ class VocoderRunner(Runner):
     def __call__(self) -> None:
         self.vocoder(self.spectrogram, steps=self.steps, seed=self.seed)
         self.mode = self.vocoder.loop.last_mode
+
+    def output(self, noise: np.ndarray) -> np.ndarray:
+        audio = self.vocoder(self.spectrogram, steps=self.steps, noise=noise)
+        return audio.detach().float().cpu().numpy() if hasattr(audio, "detach") else np.asarray(audio, np.float32)
 
     def close(self) -> None:
         self.vocoder.close()

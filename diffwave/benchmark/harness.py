@@ -10,6 +10,7 @@ nor is disturbed by them.
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Optional, Sequence
 
@@ -106,7 +107,7 @@ def _run(settings: BenchSettings, models: BenchModels, log: Log) -> BenchReport:
             frames = frames_for(seconds, meta.sample_rate, meta.hop_samples)
             rng = np.random.default_rng(settings.seed)
             mel = rng.uniform(0.0, 1.0, (batch, meta.n_mels, frames)).astype(np.float32)
-            timings, warm, failed = _time_shape(runners, mel, settings, bar)
+            timings, warm, failed, agreement = _time_shape(runners, mel, meta.hop_samples, settings, bar)
             for name, reason in failed.items():
                 skipped.append(Skipped(name, reason, batch, seconds))
             for runner in runners:
@@ -114,7 +115,8 @@ def _run(settings: BenchSettings, models: BenchModels, log: Log) -> BenchReport:
                 if c.name not in timings:
                     continue
                 ref = timings.get(reference_for(c.device).name)
-                rows.append(_row(c, runner, batch, seconds, frames * meta.hop_samples, timings[c.name], ref, warm[c.name], settings))
+                rows.append(_row(c, runner, batch, seconds, frames * meta.hop_samples, timings[c.name], ref, warm[c.name], settings,
+                                 agreement.get(c.name)))
     finally:
         bar.close()
         for runner in runners:
@@ -134,8 +136,33 @@ def _run(settings: BenchSettings, models: BenchModels, log: Log) -> BenchReport:
     return report
 
 
-def _time_shape(runners: Sequence[Runner], mel: np.ndarray, settings: BenchSettings, bar: Any):
-    """Warm every runner up on ``mel``, then time them in interleaved rounds."""
+#: A row is timed only if its audio matches its device's reference this closely on the same noise:
+#: the parity gate's bar for an FP16 graph (float32 rows agree to about 120 dB).
+AGREEMENT_DB = 30.0
+
+
+def _agreement(runners: Sequence[Runner], mel: np.ndarray, hop: int, seed: int) -> dict[str, float]:
+    """SNR (dB) of each row's audio against its device's reference, all vocoding ``mel`` with one noise.
+
+    Without it a backend that computes something else (a bundle of other weights of the same
+    shape, a broken export) would be timed and reported as a speed-up.
+    """
+    from diffwave.evaluation.metrics import snr_db
+
+    references = {r.contender.device: r for r in runners if r.contender.is_reference}
+    if not references:
+        return {}
+    some = next(iter(references.values()))
+    shape = (some.num_steps, mel.shape[0], mel.shape[-1] * hop)
+    noise = np.random.default_rng(seed + 1).standard_normal(shape).astype(np.float32)
+    expected = {device: r.output(noise) for device, r in references.items()}
+    return {r.contender.name: snr_db(r.output(noise).reshape(-1), expected[r.contender.device].reshape(-1))
+            for r in runners if not r.contender.is_reference and r.contender.device in expected}
+
+
+def _time_shape(runners: Sequence[Runner], mel: np.ndarray, hop: int, settings: BenchSettings, bar: Any):
+    """Warm every runner up on ``mel``, check its audio against the reference's, then time the rows
+    that agree in interleaved rounds."""
     from runtime import VocoderError
 
     timings: dict[str, list[float]] = {}
@@ -156,16 +183,24 @@ def _time_shape(runners: Sequence[Runner], mel: np.ndarray, settings: BenchSetti
         warm.setdefault(name, float("nan"))
         timings[name] = []
         live.append(runner)
+    agreement = _agreement(live, mel, hop, settings.seed)
+    for runner in list(live):
+        name = runner.contender.name
+        if agreement.get(name, math.inf) < AGREEMENT_DB:
+            failed[name] = (f"its audio differs from {reference_for(runner.contender.device).name}'s on the same noise "
+                            f"(SNR {agreement[name]:.1f} dB < {AGREEMENT_DB:.0f} dB): another model or a broken backend")
+            live.remove(runner)
+            del timings[name]
     for round_index in range(settings.repeats):
         shift = round_index % max(1, len(live))
         for runner in live[shift:] + live[:shift]:  # rotate who goes first: no fixed position in the load
             timings[runner.contender.name].append(runner.clock.time(runner))
             bar.update(1)
-    return timings, warm, failed
+    return timings, warm, failed, agreement
 
 
 def _row(c: Contender, runner: Runner, batch: int, seconds: float, samples: int, times: list[float],
-         ref: Optional[list[float]], warm: float, settings: BenchSettings) -> BenchRow:
+         ref: Optional[list[float]], warm: float, settings: BenchSettings, agreement_db: Optional[float]) -> BenchRow:
     summary = Summary.of(times)
     audio = batch * samples / runner.sample_rate
     rtf = summary.median / audio
@@ -188,6 +223,7 @@ def _row(c: Contender, runner: Runner, batch: int, seconds: float, samples: int,
         speedup_of_medians=(Summary.of(ref).median / summary.median) if ref else None,
         speedup_range=(min(ratios), max(ratios)) if ratios else None,
         warmup_ms=warm * 1e3,
+        agreement_db=agreement_db,
         mode=runner.mode,
         detail=runner.describe,
     )

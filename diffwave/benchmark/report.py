@@ -43,6 +43,9 @@ class BenchRow:
     #: the lowest and highest per-round ratio: load that slows one side more than the other widens it
     speedup_range: Optional[tuple[float, float]] = None
     warmup_ms: Optional[float] = None  #: the first (untimed) call of this shape in the timing process
+    #: SNR of this row's audio against its device's reference on the same noise (None for the reference;
+    #: inf when identical, written as null); rows under 30 dB are not timed at all
+    agreement_db: Optional[float] = None
     first_call_ms: Optional[float] = None  #: the call in a fresh process (memory worker): cold start
     peak_mb: Optional[float] = None  #: resident-memory peak of one call above the loaded process
     peak_rss_mb: Optional[float] = None

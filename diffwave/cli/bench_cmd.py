@@ -23,7 +23,9 @@ HELP = (
     "Time every backend this machine has against lmnt's own sampling loop, in one run.\n\n"
     "Backends: TensorRT, ONNX Runtime CPU/CUDA, PyTorch CPU/CUDA, with and without CUDA graphs. The reference is "
     "lmnt's loop (eager PyTorch, whole network every step) on the same weights and inputs. Prints backend, batch, "
-    "audio seconds, median ms, real-time factor, × real time, speed-up over that loop and peak memory. "
+    "audio seconds, median ms, real-time factor, × real time, speed-up over that loop (the median of per-round "
+    "ratios, with the lowest and highest round) and peak memory. Before a row is timed its audio is compared with the "
+    "reference's on the same noise; a row under 30 dB SNR (another model, a broken backend) is skipped, not timed. "
     "Without a model, a random-weight model of the base architecture is used (speed does not depend on weights)."
 )
 
