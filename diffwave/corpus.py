@@ -42,6 +42,8 @@ import soundfile as sf
 
 from runtime.bundle import atomic_output, stale_temporaries, write_text_atomic
 
+from .folder_lock import FolderBusy, folder_lock
+
 SAMPLE_RATE = 22050
 SPLITS = ("train", "heldout")
 MANIFEST_NAME = "manifest.jsonl"
@@ -340,7 +342,15 @@ def make_corpus(
     out_dir = Path(out_dir)
     exe = espeak_executable()
     plan = plan_corpus(sentences, seed, heldout_fraction)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with folder_lock(out_dir, "diffwave corpus", wait=False):  # a second run would delete the first one's temporaries
+            return _render_all(out_dir, plan, exe, workers, progress)
+    except FolderBusy as exc:
+        raise CorpusError(str(exc)) from None
+
+
+def _render_all(out_dir: Path, plan: Sequence[Utterance], exe: str, workers: Optional[int], progress: bool) -> list[ManifestEntry]:
+    """Every planned wav (kept when already whole, spoken otherwise), then the manifest."""
     foreign = _foreign_wavs(out_dir, plan)
     if foreign:
         raise CorpusError(

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from runtime.bundle import METADATA_NAME, Profile
+
+from .folder_lock import folder_lock
 
 ASSETS = Path(__file__).parent / "assets" / "default"
 WEIGHTS = ASSETS / "weights.pt"
@@ -61,7 +62,7 @@ def default_bundle(log: Callable[[str], None] = lambda _m: None, refresh: bool =
     bundle = cache_root() / f"default-{digest}"
     if (bundle / METADATA_NAME).is_file() and not refresh:
         return bundle
-    with _exclusive(cache_root()):
+    with folder_lock(cache_root(), "demo export"):
         if (bundle / METADATA_NAME).is_file() and not refresh:
             return bundle  # exported by another process while this one waited
         from export.bundle_export import ExportSettings, export_bundle
@@ -74,17 +75,3 @@ def default_bundle(log: Callable[[str], None] = lambda _m: None, refresh: bool =
         settings = ExportSettings(precision="fp32", profile=DEMO_PROFILE, progress=False, force=True)
         export_bundle(load_model(weights), bundle, settings, log=log)
     return bundle
-
-
-@contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder``'s ``.lock`` file (released by the OS if the process dies)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not a POSIX system: no lock, as before
-        yield
-        return
-    with open(folder / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield

@@ -62,7 +62,7 @@ def test_corpus_command_is_deterministic_with_manifest(tmp_path):
         assert e.file.startswith(f"{e.split}/")
     line = json.loads((first / MANIFEST_NAME).read_text().splitlines()[0])
     assert set(line) == {"file", "split", "text", "voice", "speed", "pitch", "samples"}
-    assert not list(first.rglob(".*"))  # no temp files left behind
+    assert [p.name for p in first.rglob(".*")] == [".lock"]  # no temp files left behind, only the run lock
 
 
 def test_corpus_resumes_and_refuses_a_foreign_folder(tmp_path):
@@ -162,8 +162,35 @@ def test_a_full_disk_stops_the_run_and_keeps_no_short_wav(tmp_path, monkeypatch)
     assert _run(str(clean), "--sentences", "3", "--seed", "4", "--workers", "1").exit_code == 0
     kept = _digest(out)
     assert len(kept) == 2 and all(digest == _digest(clean)[name] for name, digest in kept.items())  # whole ones only
-    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary left
+    assert not [p for p in out.rglob("*") if p.name.startswith(".") and p.name != ".lock"]  # no temporary left
     assert not (out / MANIFEST_NAME).exists()
     assert _run(str(out), "--sentences", "3", "--seed", "4", "--workers", "1").exit_code == 0  # with room again
     assert _digest(out) == _digest(clean)
     assert (out / MANIFEST_NAME).read_bytes() == (clean / MANIFEST_NAME).read_bytes()
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_writes(tmp_path):
+    """Each run removes the temporaries a killed run left, by name: a second run on the same folder
+    deleted the first one's live temporaries under it (a traceback from libsndfile, 2 of 3 tries)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "corpus"
+    first = subprocess.Popen([sys.executable, "-m", "diffwave", "corpus", str(out), "--sentences", "40", "--workers", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        import time
+
+        deadline = time.monotonic() + 60
+        while not list(out.glob("*/*.wav")) and time.monotonic() < deadline:  # the first is speaking
+            time.sleep(0.05)
+        second = _run(str(out), "--sentences", "40", "--workers", "1")
+        assert second.exit_code == 1
+        assert second.output.strip().splitlines()[-1] == (
+            f"error: {out}: another diffwave corpus is writing this folder; wait for it to finish")
+    finally:
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    clean = tmp_path / "clean"
+    assert _run(str(clean), "--sentences", "40", "--workers", "1").exit_code == 0
+    assert _digest(out) == _digest(clean)

@@ -1,0 +1,40 @@
+"""One process at a time per folder: an advisory lock on a hidden ``.lock`` file inside it.
+
+Why: our commands remove the temporaries a killed run left in their output folders, and tell
+them by name. A second run started on the same folder would take the first one's live
+temporaries for leftovers and delete them under it. The lock is ``flock``'s: the kernel drops it
+when the holder exits, however it exits, so a killed run never leaves the folder locked.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+LOCK_NAME = ".lock"
+
+
+class FolderBusy(RuntimeError):
+    """Another process holds the folder (message is one line naming it)."""
+
+
+@contextmanager
+def folder_lock(folder: Path, what: str, wait: bool = True) -> Iterator[None]:
+    """Hold ``folder``'s lock for the block (the folder is created if needed).
+
+    ``wait=False`` raises :class:`FolderBusy` at once, naming ``what`` holds it, instead of waiting.
+    Without ``fcntl`` (not a POSIX system) the block runs unlocked, as before the lock existed.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(folder / LOCK_NAME, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise FolderBusy(f"{folder}: another {what} is writing this folder; wait for it to finish") from None
+        yield
