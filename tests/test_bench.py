@@ -234,6 +234,19 @@ def test_a_row_that_computes_other_audio_is_not_timed(run_dir, tmp_path):
     assert "dB < 30 dB): another model or a broken backend" in skipped.reason
 
 
+def test_a_bundle_without_its_checkpoint_is_timed_without_the_audio_check(onnx_path, tmp_path):
+    # The documented mode: --onnx alone, the torch rows on random weights of its architecture. Their
+    # audio cannot match the bundle's, so that row is timed unchecked (agreement null), not skipped.
+    out = tmp_path / "out.json"
+    result = bench("--onnx", onnx_path, "--seconds", "0.05", "--batch", 1, "--repeats", 1, "--warmup", 0,
+                   "--backends", "onnxruntime-cpu,pytorch-cpu", "--no-memory", "--torch-threads", 1, "--no-progress",
+                   "--json", out)
+    assert result.exit_code == 0, result.output
+    rows = {r.backend: r for r in BenchReport.from_json(out.read_text()).rows}
+    assert set(rows) == {"reference-cpu", "pytorch-cpu", "onnxruntime-cpu"}
+    assert rows["onnxruntime-cpu"].agreement_db is None and rows["pytorch-cpu"].agreement_db > 100
+
+
 def test_without_a_model_it_runs_a_random_base_model(tmp_path):
     """The default path: base architecture (30 × 64), random weights, exported to a temporary ONNX."""
     out = tmp_path / "base.json"

@@ -204,7 +204,7 @@ def test_train_already_done_and_architecture_change(tmp_path, preprocessed_dir, 
     "command, sentence",
     [
         ("train", "Several GPUs: all are used by default (one spawned process each)"),
-        ("export", "the gate takes about a minute of CPU and ~5 GB of memory"),
+        ("export", "The parity gate runs ONNX Runtime on CPU at the profile's min, middle and max lengths (FP32"),
         ("vocode", "feature preset (copy-synthesis). Each output is OUT/<name>.wav"),
     ],
 )

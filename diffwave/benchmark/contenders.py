@@ -77,6 +77,9 @@ class BenchModels:
     onnx: Optional[Path] = None
     engine: Optional[Path] = None
     weights: str = "random"  #: where the weights come from, for the report
+    #: whether ``onnx`` and ``engine`` hold the module's weights (not when a bundle came without its
+    #: checkpoint: the torch rows then run random weights, and audio cannot be compared across them)
+    files_share_weights: bool = True
     module: Any = None  #: the torch module (loaded from ``checkpoint`` on first use when None)
     _on_device: dict[str, Any] = field(default_factory=dict, repr=False)
 

@@ -107,7 +107,7 @@ def _run(settings: BenchSettings, models: BenchModels, log: Log) -> BenchReport:
             frames = frames_for(seconds, meta.sample_rate, meta.hop_samples)
             rng = np.random.default_rng(settings.seed)
             mel = rng.uniform(0.0, 1.0, (batch, meta.n_mels, frames)).astype(np.float32)
-            timings, warm, failed, agreement = _time_shape(runners, mel, meta.hop_samples, settings, bar)
+            timings, warm, failed, agreement = _time_shape(runners, models, mel, meta.hop_samples, settings, bar)
             for name, reason in failed.items():
                 skipped.append(Skipped(name, reason, batch, seconds))
             for runner in runners:
@@ -141,7 +141,7 @@ def _run(settings: BenchSettings, models: BenchModels, log: Log) -> BenchReport:
 AGREEMENT_DB = 30.0
 
 
-def _agreement(runners: Sequence[Runner], mel: np.ndarray, hop: int, seed: int) -> dict[str, float]:
+def _agreement(runners: Sequence[Runner], models: BenchModels, mel: np.ndarray, hop: int, seed: int) -> dict[str, float]:
     """SNR (dB) of each row's audio against its device's reference, all vocoding ``mel`` with one noise.
 
     Without it a backend that computes something else (a bundle of other weights of the same
@@ -156,11 +156,12 @@ def _agreement(runners: Sequence[Runner], mel: np.ndarray, hop: int, seed: int) 
     shape = (some.num_steps, mel.shape[0], mel.shape[-1] * hop)
     noise = np.random.default_rng(seed + 1).standard_normal(shape).astype(np.float32)
     expected = {device: r.output(noise) for device, r in references.items()}
-    return {r.contender.name: snr_db(r.output(noise).reshape(-1), expected[r.contender.device].reshape(-1))
-            for r in runners if not r.contender.is_reference and r.contender.device in expected}
+    comparable = [r for r in runners if not r.contender.is_reference and r.contender.device in expected
+                  and (models.files_share_weights or r.contender.kind == "pytorch")]
+    return {r.contender.name: snr_db(r.output(noise).reshape(-1), expected[r.contender.device].reshape(-1)) for r in comparable}
 
 
-def _time_shape(runners: Sequence[Runner], mel: np.ndarray, hop: int, settings: BenchSettings, bar: Any):
+def _time_shape(runners: Sequence[Runner], models: BenchModels, mel: np.ndarray, hop: int, settings: BenchSettings, bar: Any):
     """Warm every runner up on ``mel``, check its audio against the reference's, then time the rows
     that agree in interleaved rounds."""
     from runtime import VocoderError
@@ -183,7 +184,7 @@ def _time_shape(runners: Sequence[Runner], mel: np.ndarray, hop: int, settings: 
         warm.setdefault(name, float("nan"))
         timings[name] = []
         live.append(runner)
-    agreement = _agreement(live, mel, hop, settings.seed)
+    agreement = _agreement(live, models, mel, hop, settings.seed)
     for runner in list(live):
         name = runner.contender.name
         if agreement.get(name, math.inf) < AGREEMENT_DB:

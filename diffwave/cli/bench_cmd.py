@@ -61,9 +61,9 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 
 @app.command("bench", help=HELP)
 def bench_command(
-    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX step graph with its model.json (ONNX Runtime rows). Without --checkpoint the other rows run random weights of its architecture.", dir_okay=False),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX step graph with its model.json (ONNX Runtime rows). Without --checkpoint the other rows run random weights of its architecture, and its audio is not checked against theirs: give the checkpoint it was exported from for that.", dir_okay=False),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training checkpoint or model folder: the weights of the reference and PyTorch rows (and of a temporary ONNX export when --onnx is not given)."),
-    engine: Optional[Path] = typer.Option(None, "--engine", help="TensorRT plan with its model.json (TensorRT rows; needs a GPU).", dir_okay=False),
+    engine: Optional[Path] = typer.Option(None, "--engine", help="TensorRT plan with its model.json (TensorRT rows; needs a GPU); without --checkpoint the other rows run random weights and its audio is not checked against theirs.", dir_okay=False),
     seconds: str = typer.Option("1,5,10", "--seconds", help="Audio lengths per item, comma-separated."),
     batch: str = typer.Option("1,4", "--batch", help="Batch sizes, comma-separated."),
     steps: str = typer.Option("fast", "--steps", help="Schedule: a name from model.json (fast = 6 steps, full = training schedule) or comma-separated betas."),
@@ -78,7 +78,7 @@ def bench_command(
         None, "--threads", min=1, help="ONNX Runtime intra-op threads (default: as many as torch uses, so both sides match)."
     ),
     torch_threads: Optional[int] = typer.Option(
-        None, "--torch-threads", min=1, help="torch.set_num_threads for the reference and PyTorch rows (default: torch's, one per core)."
+        None, "--torch-threads", min=1, help="torch.set_num_threads for the reference and PyTorch rows (default: torch's: OMP_NUM_THREADS when set, else one per core)."
     ),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure each row's peak memory in a fresh process (one more call per row)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the rows and machine details as JSON (schema diffwave-bench/1).", dir_okay=False),
@@ -198,9 +198,12 @@ def _prepare_models(tmp: Path, onnx: Optional[Path], checkpoint: Optional[Path],
         checkpoint_file = save_checkpoint(tmp / "checkpoint", Checkpoint(step=0, model=module.state_dict(), params=config.to_params()))
     module.eval()
     metadata = module.config.bundle_metadata()
+    given_onnx = onnx
     if onnx is None and (names is None or any(n.startswith("onnxruntime") for n in names)):
         onnx = _export_onnx(module, tmp / "onnx")
-    return BenchModels(metadata=metadata, checkpoint=Path(checkpoint_file), onnx=onnx, engine=engine, weights=weights, module=module)
+    shared = checkpoint is not None or (given_onnx is None and engine is None)
+    return BenchModels(metadata=metadata, checkpoint=Path(checkpoint_file), onnx=onnx, engine=engine, weights=weights, module=module,
+                       files_share_weights=shared)
 
 
 def _check_same_network(config, onnx: Optional[Path], engine: Optional[Path], checkpoint: Path) -> None:

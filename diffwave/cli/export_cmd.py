@@ -53,8 +53,9 @@ def export_command(
     and build a TensorRT or TensorRT-RTX plan.
 
     The parity gate runs ONNX Runtime on CPU at the profile's min, middle and max lengths
-    (FP32: eps relative error <= 1e-5; FP16: <= 2e-2 and a 6-step fast reverse process with
-    SNR >= 30 dB). The bundle is staged in a hidden folder on OUTPUT's filesystem (beside a
+    (FP32: eps relative error <= 1e-5; FP16: <= 2e-2, a 6-step fast reverse process with
+    SNR >= 30 dB, and no layer input or output of the float32 network above float16's largest
+    value / 16). The bundle is staged in a hidden folder on OUTPUT's filesystem (beside a
     new OUTPUT, inside an existing one, which may be a mount point) and published only when the
     gate passes; an existing bundle is replaced only once every new file is written.
     For the base model and the default profile the gate takes about a minute of CPU and

@@ -23,7 +23,7 @@ def preprocess_command(
     """Compute the log-mel spectrogram of every wav, written as x.wav.spec.npy beside x.wav.
 
     Files whose spectrogram is newer than the wav are skipped. Bad files (unreadable, wrong
-    sample rate, empty, shorter than one frame) are listed at the end with the reason, the
+    sample rate, empty, shorter than half an analysis window plus one sample) are listed at the end with the reason, the
     others are still processed, and the exit status is 1. Stereo files are downmixed with a
     warning; a wrong sample rate is refused, never resampled silently.
     """
