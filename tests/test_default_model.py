@@ -76,7 +76,7 @@ def test_demo_exports_again_over_a_cached_bundle_that_no_longer_loads(demo_run, 
     _, _, env = demo_run
     cache = tmp_path / "cache"
     shutil.copytree(env["DIFFWAVE_CACHE"], cache)
-    (bundle,) = [p for p in cache.iterdir() if p.is_dir()]  # beside it: the cache's .lock file
+    (bundle,) = cache.iterdir()
     (bundle / "model.json").write_text("[]")  # e.g. a disk that filled up while a user edited it
     env = {**env, "DIFFWAVE_CACHE": str(cache)}
     again = subprocess.run([sys.executable, "-m", "diffwave", "demo", "-o", str(tmp_path / "c.wav")], capture_output=True, text=True, env=env)
@@ -99,7 +99,7 @@ def test_two_first_demos_at_once_share_one_export(tmp_path):
     assert all(code == 0 for code, _, _ in results), results
     assert sum("first use: exporting" in err for _, _, err in results) == 1  # the other waited and reused it
     # A bundle folder a killed export left without model.json is the tool's own: exported over, not refused.
-    (bundle,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    (bundle,) = (tmp_path / "cache").iterdir()  # the bundle alone: the export lock is gone too
     (bundle / "model.json").unlink()
     again = subprocess.run([sys.executable, "-m", "diffwave", "demo", "-o", str(tmp_path / "c.wav")],
                            capture_output=True, text=True, env=env)
