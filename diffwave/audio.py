@@ -11,6 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from runtime.bundle import atomic_output
+from runtime.errors import first_line
 
 
 class AudioError(ValueError):
@@ -29,7 +30,7 @@ def read_wav(path: str | os.PathLike, sample_rate: int, min_samples: int = 1) ->
     try:
         audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, …
-        raise AudioError(f"{path}: unreadable audio ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+        raise AudioError(f"{path}: unreadable audio ({first_line(exc)})") from None
     if sr != sample_rate:
         raise AudioError(f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz (resample it first, e.g. with sox)")
     if audio.shape[0] == 0:

@@ -17,6 +17,7 @@ from typing import Any, Optional
 import torch
 
 from runtime.bundle import atomic_output
+from runtime.errors import first_line
 
 from .config import DiffWaveConfig
 
@@ -77,7 +78,7 @@ def _load_failure(exc: Exception) -> str:
     if refused:
         return (f"it holds a {refused.group(1)} object, which safe loading refuses; re-save it with tensors and "
                 "plain Python values only, e.g. params as dict(params) with lists instead of numpy arrays")
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(exc)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:

@@ -190,13 +190,15 @@ def _load_spectrogram(path: Path):
     """A [n_mels, frames] or [1, n_mels, frames] array from a .npy file (one wav out, so one item in)."""
     import numpy as np
 
+    from runtime import VocoderError
+    from runtime.inputs import load_npy
+
     if not path.is_file():
         _fail(f"{path}: no such file")
     try:
-        spec = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        _fail(f"{path}: unreadable .npy ({reason})")
+        spec = load_npy(path)
+    except VocoderError as exc:
+        _fail(str(exc))
     if spec.ndim == 3 and spec.shape[0] != 1:
         _fail(f"{path}: holds a batch of {spec.shape[0]} spectrograms; this command writes one wav (use diffwave vocode)")
     if spec.ndim not in (2, 3) or not np.issubdtype(spec.dtype, np.number):

@@ -41,6 +41,7 @@ from typing import Iterable, Optional, Sequence
 import soundfile as sf
 
 from runtime.bundle import atomic_output, stale_temporaries, write_text_atomic
+from runtime.errors import first_line
 
 from .folder_lock import FolderBusy, folder_lock
 
@@ -301,7 +302,7 @@ def _check_wav(path: Path, name: str):
     try:
         info = sf.info(str(path))
     except Exception as exc:  # libsndfile's errors are not OSErrors: one line here, not a traceback
-        raise CorpusError(f"{name}: unreadable wav ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+        raise CorpusError(f"{name}: unreadable wav ({first_line(exc)})") from None
     if info.samplerate != SAMPLE_RATE or info.channels != 1 or info.frames == 0:
         raise CorpusError(
             f"{name}: espeak-ng wrote {info.channels} channel(s) at {info.samplerate} Hz with {info.frames} samples, "

@@ -26,6 +26,8 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
+from runtime.errors import first_line
+
 from .audio import AudioError
 from .config import DiffWaveConfig
 
@@ -150,7 +152,7 @@ def scan(data_dirs: Sequence[str | os.PathLike], config: DiffWaveConfig) -> Inve
             info = sf.info(str(wav))
         except Exception as exc:  # soundfile raises several types for foreign files
             if config.model.unconditional:
-                raise DataError(f"{wav}: unreadable audio ({_first_line(exc)})") from None
+                raise DataError(f"{wav}: unreadable audio ({first_line(exc)})") from None
             missing.append(wav)  # preprocess refused it too (its spectrogram is stale)
             continue
         if info.samplerate != features.sample_rate:
@@ -193,15 +195,10 @@ def _spectrogram_shape(path: Path) -> tuple[int, int]:
     try:
         spec = np.load(path, mmap_mode="r")
     except Exception as exc:
-        raise DataError(f"{path}: unreadable spectrogram ({_first_line(exc)}); preprocess again with --force") from None
+        raise DataError(f"{path}: unreadable spectrogram ({first_line(exc)}); preprocess again with --force") from None
     if spec.ndim != 2:
         raise DataError(f"{path}: spectrogram of shape {spec.shape}, expected [n_mels, frames]")
     return int(spec.shape[0]), int(spec.shape[1])
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # -- examples ---------------------------------------------------------------------------
@@ -277,7 +274,7 @@ class CropDataset(Dataset):
                 warnings.simplefilter("ignore")  # stereo downmix: reported once by preprocess, not per crop
                 audio, sr = sf.read(str(record.wav), start=start, stop=min(stop, record.samples), dtype="float32", always_2d=True)
         except Exception as exc:
-            raise AudioError(f"{record.wav}: unreadable audio ({_first_line(exc)})") from None
+            raise AudioError(f"{record.wav}: unreadable audio ({first_line(exc)})") from None
         audio = audio.mean(axis=1)
         if not np.isfinite(audio).all():
             raise AudioError(f"{record.wav}: NaN or inf in samples {start}..{stop - 1}")

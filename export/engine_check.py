@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.bundle import BundleMetadata, Profile
+from runtime.errors import first_line
 from runtime.trt_target import TrtTarget
 
 from .parity import relative_errors
@@ -97,7 +98,7 @@ def check_plan(target: TrtTarget, onnx_path: Path, plan: bytes, metadata: Bundle
     try:
         results = compare_runners(reference, engine, feeds, CHECK_LIMITS[precision])
     except Exception as exc:  # CUDA / deserialisation failures surface as assorted exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise EngineCheckFailed(f"--check could not run {target.plan_name}: {first}") from None
     failed = [r for r in results if not r.passed]
     if failed:

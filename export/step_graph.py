@@ -22,6 +22,7 @@ import onnx
 import torch
 
 from diffwave.model import DiffWave
+from runtime.errors import first_line
 
 INPUT_AUDIO, INPUT_STEP, INPUT_SPECTROGRAM, OUTPUT_EPS = "audio", "diffusion_step", "spectrogram", "eps"
 DEFAULT_OPSET = 17
@@ -122,7 +123,7 @@ def finalize_graph(model: onnx.ModelProto, optimize: bool = True) -> onnx.ModelP
         model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise StepGraphError(f"invalid ONNX graph: {_first_line(exc)}") from None
+        raise StepGraphError(f"invalid ONNX graph: {first_line(exc)}") from None
     return model
 
 
@@ -143,7 +144,7 @@ def load_step_graph(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         return onnx.load(str(path))
     except Exception as exc:  # protobuf raises DecodeError and friends
-        raise StepGraphError(f"{path}: unreadable ONNX file ({_first_line(exc)})") from None
+        raise StepGraphError(f"{path}: unreadable ONNX file ({first_line(exc)})") from None
 
 
 def graph_io(model: onnx.ModelProto) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -180,11 +181,6 @@ def check_step_graph(model: onnx.ModelProto, n_mels: int, unconditional: bool, s
 
 def op_types(model: onnx.ModelProto) -> set[str]:
     return {node.op_type for node in model.graph.node}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 __all__ = [

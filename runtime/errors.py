@@ -8,6 +8,16 @@ The CLI prints ``str(error)`` and exits; a service embedding ``runtime`` can cat
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first line for a one-line message; its type's name when it says nothing.
+
+    Libraries put whole tracebacks, or paragraphs of advice, into their messages; the first
+    line is the one that names what went wrong.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class VocoderError(ValueError):
     """The input or the model cannot be vocoded as asked (one line, naming what is wrong)."""
 

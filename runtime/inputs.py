@@ -8,12 +8,13 @@ spectrogram (the CLI prefixes the file name). The checks run on the caller's arr
 from __future__ import annotations
 
 import operator
+import os
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .errors import VocoderError
+from .errors import VocoderError, first_line
 
 
 @dataclass
@@ -23,6 +24,20 @@ class Conditioning:
     spectrogram: Any  #: np.ndarray, or a torch tensor (kept on its device)
     lengths: tuple[int, ...]  #: frames per item
     torch_device: Optional[str]  #: the input's torch device, or None for NumPy input (outputs follow it)
+
+
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """The array in a .npy file; anything else (an .npz, a pickle, a torn file, a header asking for
+    more memory than there is) is one :class:`VocoderError` naming the file."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except MemoryError:
+        raise VocoderError(f"{path}: unreadable .npy (its header asks for more memory than there is)") from None
+    except Exception as exc:  # numpy raises OSError, ValueError, EOFError, … for foreign or torn files
+        raise VocoderError(f"{path}: unreadable .npy ({first_line(exc)})") from None
+    if not isinstance(array, np.ndarray):  # np.load returns an NpzFile for a zip archive
+        raise VocoderError(f"{path}: not a .npy array (it is an .npz archive)")
+    return array
 
 
 def torch_tensor_type() -> Optional[type]:

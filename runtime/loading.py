@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from .backends.base import Backend
 from .bundle import METADATA_NAME, BundleMetadata
-from .errors import VocoderError
+from .errors import VocoderError, first_line
 
 LOADER_GROUP = "runtime.checkpoint_loaders"
 
@@ -61,6 +61,6 @@ def open_checkpoint(path: Path, device: str) -> Backend:
     try:
         module, metadata = loader(path, device=resolved)
     except (ValueError, OSError) as exc:  # the loader's own one-line errors (e.g. CheckpointError)
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         raise VocoderError(message) from None
     return TorchBackend(module, metadata, device=resolved)

@@ -16,6 +16,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from runtime.errors import first_line
+
 from .contenders import BenchModels, Contender, Runner, open_runner, reference_for, resolve
 from .machine import describe_machine, load_average
 from .memory import MemoryJob, measure_in_subprocess
@@ -87,7 +89,7 @@ def _run(settings: BenchSettings, models: BenchModels, log: Log) -> BenchReport:
         try:
             runners.append(open_runner(contender, models, settings.steps, seed=settings.seed, threads=settings.threads))
         except (VocoderError, ImportError, OSError, RuntimeError) as exc:  # TensorRTMissing is an ImportError
-            skipped.append(Skipped(contender.name, _one_line(exc)))
+            skipped.append(Skipped(contender.name, first_line(exc)))
     # A contender without its device's reference has nothing to be compared with.
     devices_with_reference = {r.contender.device for r in runners if r.contender.is_reference}
     for runner in [r for r in runners if r.contender.device not in devices_with_reference]:
@@ -179,7 +181,7 @@ def _time_shape(runners: Sequence[Runner], models: BenchModels, mel: np.ndarray,
                 warm.setdefault(name, elapsed)
                 bar.update(1)
         except (VocoderError, RuntimeError) as exc:  # e.g. a shape outside an engine's profile, out of memory
-            failed[name] = _one_line(exc)
+            failed[name] = first_line(exc)
             continue
         warm.setdefault(name, float("nan"))
         timings[name] = []
@@ -277,6 +279,3 @@ def _str(value: Any) -> Optional[str]:
     return None if value is None else str(value)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

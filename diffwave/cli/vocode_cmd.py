@@ -126,26 +126,10 @@ def _output_name(source: Path) -> str:
     return name if name.endswith(".wav") else name + ".wav"
 
 
-def _load_npy(source: Path) -> np.ndarray:
-    """A spectrogram array from a .npy file; anything else (an .npz, a pickle, a torn file) is one line."""
-    from runtime import VocoderError
-
-    try:
-        spec = np.load(source, allow_pickle=False)
-    except MemoryError:
-        raise VocoderError(f"{source}: unreadable .npy (its header asks for more memory than there is)") from None
-    except Exception as exc:  # numpy raises OSError, ValueError, EOFError, … for foreign or torn files
-        text = str(exc).strip()
-        raise VocoderError(f"{source}: unreadable .npy ({text.splitlines()[0] if text else type(exc).__name__})") from None
-    if not isinstance(spec, np.ndarray):  # np.load returns an NpzFile for a zip archive
-        raise VocoderError(f"{source}: not a .npy array (it is an .npz archive)")
-    return spec
-
-
 def _load_inputs(inputs: list[Path], out_dir: Path, vocoder) -> list[Job]:
     """Read and check every input before anything is vocoded or written."""
     from runtime import VocoderError
-    from runtime.inputs import check_spectrogram
+    from runtime.inputs import check_spectrogram, load_npy
 
     from diffwave.audio import feature_min_samples, read_wav
     from diffwave.features import log_mel_spectrogram
@@ -158,7 +142,7 @@ def _load_inputs(inputs: list[Path], out_dir: Path, vocoder) -> list[Job]:
         if not source.is_file():
             raise VocoderError(f"{source}: no such file")
         if source.suffix == ".npy":
-            spec = _load_npy(source)
+            spec = load_npy(source)
             if spec.ndim == 3 and spec.shape[0] != 1:
                 raise VocoderError(f"{source}: holds a batch of {spec.shape[0]} spectrograms; expected [n_mels, frames] or [1, n_mels, frames]")
         elif source.suffix == ".wav":

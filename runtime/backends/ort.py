@@ -17,7 +17,7 @@ import numpy as np
 
 from ..arrays import NumpyOps, TorchOps
 from ..bundle import BundleMetadata
-from ..errors import DeviceUnsupported, VocoderError
+from ..errors import DeviceUnsupported, VocoderError, first_line
 from .base import AUDIO, EPS, SPECTROGRAM, STEP, Backend, Session
 
 
@@ -72,7 +72,7 @@ class OrtSession(Session):
         try:
             self._backend.session_object.run_with_iobinding(self._binding)
         except Exception as exc:  # onnxruntime's own Fail/RuntimeException types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise VocoderError(f"{self._backend.path}: ONNX Runtime failed on a step of shape {self.rows}x{self.samples} ({first})") from None
 
 
@@ -121,7 +121,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             self.session_object = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise VocoderError(f"{path}: ONNX Runtime cannot load this graph ({first})") from None
         self.path = path
         self._check_io()
