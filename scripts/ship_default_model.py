@@ -62,10 +62,14 @@ def weights_payload(run: Path) -> tuple[Checkpoint, str, bytes]:
 
 def ship_weights(run: Path) -> Checkpoint:
     ckpt, label, payload = weights_payload(run)
+    install_weights(run, label, payload)
+    return ckpt
+
+
+def install_weights(run: Path, label: str, payload: bytes) -> None:
     ASSETS.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(WEIGHTS, payload)
     print(f"{resolve_checkpoint_path(run)} ({label}) -> {WEIGHTS} ({len(payload) / 1e6:.1f} MB)")
-    return ckpt
 
 
 def prepare(run: Path, sample: Optional[Path], force: bool) -> Shipment:
@@ -165,8 +169,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         png, training, held_out = plot
         write_bytes_atomic(args.loss_plot, png)
         print(f"loss curve ({training} training, {held_out} held-out points) -> {args.loss_plot}")
-    write_bytes_atomic(WEIGHTS, shipment.weights)
-    print(f"{resolve_checkpoint_path(args.run)} ({shipment.label}) -> {WEIGHTS} ({len(shipment.weights) / 1e6:.1f} MB)")
+    install_weights(args.run, shipment.label, shipment.weights)
     return 0
 
 
