@@ -259,6 +259,7 @@ def render(utt: Utterance, out_dir: Path, exe: str, recorded_samples: Optional[i
     path = out_dir / utt.file
     if path.exists() and not _whole(path, recorded_samples):
         path.unlink()
+    info = None
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path, suffix=".wav") as tmp:
@@ -276,8 +277,8 @@ def render(utt: Utterance, out_dir: Path, exe: str, recorded_samples: Optional[i
                 handle.write(_wav_from_stream(proc.stdout, utt.file))
                 handle.flush()
                 os.fsync(handle.fileno())  # a full disk fails here, not later in a file that looks whole
-            _check_wav(tmp, utt.file)
-    info = _check_wav(path, utt.file)
+            info = _check_wav(tmp, utt.file)  # the file renamed into place: read once
+    info = info or _check_wav(path, utt.file)
     return ManifestEntry(utt.file, utt.split, utt.text, utt.voice, utt.speed, utt.pitch, info.frames)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from .app import app, fail, stop_signals_end_with
+from .app import app, fail, os_error_line, stop_signals_end_with
 
 
 def _open_default_bundle():
@@ -22,9 +22,9 @@ def _open_default_bundle():
     try:
         bundle = default_bundle(log=log)
     except OSError as exc:  # a read-only home, a cache path through a file: say which setting moves it
-        where = exc.filename or cache_root()
-        raise fail(f"{where}: {exc.strerror or exc} (the demo exports the bundled model into this cache on first "
-                   "use: set DIFFWAVE_CACHE to a writable folder)") from None
+        line = os_error_line(exc) if exc.filename is not None else f"{cache_root()}: {os_error_line(exc)}"
+        raise fail(f"{line} (the demo exports the bundled model into this cache on first use: set DIFFWAVE_CACHE "
+                   "to a writable folder)") from None
     try:
         return Vocoder.load(bundle, device="cpu")
     except (VocoderError, BundleError) as exc:
