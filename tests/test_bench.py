@@ -170,6 +170,8 @@ def test_memory_columns_in_the_report(run_dir, onnx_path, tmp_path):
         (["--seconds", "0"], 2, "positive"),
         (["--batch", "0"], 2, "at least 1"),
         (["--steps", "medium"], 2, "unknown schedule 'medium'"),
+        (["--steps", "0.1,medium"], 2, "not a schedule name nor comma-separated betas"),
+        (["--steps", "2.0"], 2, "--steps: "),  # one beta, read as betas (it was a schedule name) and refused as a beta
         (["--seconds", "inf"], 2, "at most 3600 s of audio per row"),
         (["--batch", "100000000"], 2, "at most 1024 items per call"),
     ],

@@ -83,10 +83,13 @@ def test_demo_exports_again_over_a_cached_bundle_that_no_longer_loads(demo_run, 
     assert again.returncode == 0, again.stderr
     assert "the cached bundle does not load" in again.stderr and "exporting it again" in again.stderr
     assert (tmp_path / "c.wav").is_file()
+    # A bad --steps is refused before the first run's export (it was checked on the exported bundle).
+    empty = {**env, "DIFFWAVE_CACHE": str(tmp_path / "empty")}
     bad = subprocess.run([sys.executable, "-m", "diffwave", "demo", "--steps", "bogus", "-o", str(tmp_path / "d.wav")],
-                         capture_output=True, text=True, env=env)
-    assert bad.returncode == 1 and bad.stderr.strip() == "error: steps: unknown schedule 'bogus'; known: fast, full, or a list of betas"
-    assert not (tmp_path / "d.wav").exists()
+                         capture_output=True, text=True, env=empty)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: --steps 'bogus': the demo runs fast or full (diffwave vocode takes betas)"
+    assert not (tmp_path / "d.wav").exists() and not (tmp_path / "empty").exists()
 
 
 def test_two_first_demos_at_once_share_one_export(tmp_path):

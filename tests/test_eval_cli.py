@@ -194,6 +194,21 @@ def test_eval_command_end_to_end(tiny_bundle, short_dir, tmp_path):
     check_schema(json.loads(out.read_text()), 1, ["onnx:model.onnx"], perceptual=True)
 
 
+def test_eval_steps_take_betas_and_refuse_an_unknown_name_before_vocoding(tiny_bundle, short_dir, tmp_path):
+    _, onnx = tiny_bundle
+    wav = sorted(short_dir.glob("*.wav"))[0]
+    out, audio = tmp_path / "eval.json", tmp_path / "audio"
+    result = runner.invoke(app, ["eval", "--onnx", str(onnx), str(wav), "--steps", "slow", "--no-perceptual",
+                                 "--json", str(out), "--save-audio", str(audio)])
+    assert result.exit_code == 2
+    assert _one_line(result) == "error: onnx:model.onnx: steps: unknown schedule 'slow'; known: fast, full, or a list of betas"
+    assert not out.exists() and not audio.exists()
+    result = runner.invoke(app, ["eval", "--onnx", str(onnx), str(wav), "--steps", "0.5", "--no-perceptual",
+                                 "--json", str(out), "--griffin-lim-iters", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["steps"] == [0.5]
+
+
 def test_eval_refuses_a_wav_at_another_rate(tiny_bundle, tmp_path):
     import soundfile as sf
 

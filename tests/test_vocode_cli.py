@@ -72,6 +72,23 @@ def test_npy_inputs_onnx_batches_do_not_change_results(onnx_path, tmp_path):
         np.testing.assert_allclose(a, c, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("text, betas", [("0.5", [0.5]), ("1e-4, 0.05,0.5", [1e-4, 0.05, 0.5])])
+def test_betas_on_the_command_line_are_the_schedule(onnx_path, tmp_path, text, betas):
+    # A lone beta was taken for a schedule name ("unknown schedule '0.5'"): only a comma made betas.
+    from runtime import Vocoder
+
+    mel = random_mel(80, 12, seed=3)
+    np.save(tmp_path / "m.npy", mel)
+    result = vocode(tmp_path / "m.npy", "--onnx", onnx_path, "-o", tmp_path / "out", "--seed", 2, "--float", "--steps", text)
+    assert result.exit_code == 0, result.output
+    written = sf.read(str(tmp_path / "out" / "m.wav"), dtype="float32")[0]
+    with Vocoder.load(onnx_path) as vocoder:
+        expected = vocoder(mel, steps=betas, seed=2)[0]
+        other = vocoder(mel, steps="fast", seed=2)[0]
+    np.testing.assert_allclose(written, expected, rtol=0, atol=1e-6)
+    assert np.abs(written - other).max() > 1e-3  # the betas were used, not the default schedule
+
+
 def test_unconditional_seconds(tmp_path):
     model = random_model(tiny_config(unconditional=True), seed=2)
     run = save_model_dir(tmp_path / "uncond", model)
@@ -143,6 +160,8 @@ def test_bundle_and_usage_errors(onnx_path, tmp_path):
     _assert_failed_cleanly(vocode(mel, "--onnx", onnx_path, "--checkpoint", tmp_path, "-o", out), out, 2, "exactly one")
     _assert_failed_cleanly(vocode("--onnx", onnx_path, "-o", out), out, 2, "no inputs")
     _assert_failed_cleanly(vocode(mel, "--onnx", onnx_path, "-o", out, "--steps", "slow"), out, 1, "unknown schedule 'slow'")
+    _assert_failed_cleanly(vocode(mel, "--onnx", onnx_path, "-o", out, "--steps", "0.1,fast"), out, 2, "not a schedule name nor comma-separated betas")
+    _assert_failed_cleanly(vocode(mel, "--onnx", onnx_path, "-o", out, "--steps", ","), out, 2, "--steps ',': empty")
     _assert_failed_cleanly(vocode("--onnx", onnx_path, "-o", out, "--seconds", 1), out, 1, "needs a spectrogram")
     _assert_failed_cleanly(vocode(mel, "--engine", tmp_path / "model.plan", "-o", out), out, 1, "no such file")
 

@@ -89,6 +89,10 @@ def reflow_command_help(typer_app: typer.Typer) -> None:
             info.help = reflow(text)
 
 
+#: Exit codes shared by the commands: bad input (a file), a usage error (options), cannot run here (no GPU, no TensorRT).
+EXIT_BAD_INPUT, EXIT_USAGE, EXIT_CANNOT_RUN = 1, 2, 3
+
+
 def fail(message: str, code: int = 1) -> "typer.Exit":
     """Print one line to stderr and return the Exit to raise: ``raise fail(...)``."""
     typer.echo(f"error: {message}", err=True)

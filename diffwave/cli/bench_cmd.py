@@ -15,9 +15,9 @@ from typing import Optional
 
 import typer
 
-from .app import app, fail, stop_signals_end_with
+from .app import EXIT_BAD_INPUT, EXIT_CANNOT_RUN, EXIT_USAGE, app, fail, stop_signals_end_with
+from .steps_option import STEPS_HELP, parse_steps
 
-EXIT_BAD_INPUT, EXIT_USAGE, EXIT_CANNOT_RUN = 1, 2, 3
 
 HELP = (
     "Time every backend this machine has against lmnt's own sampling loop, in one run.\n\n"
@@ -66,7 +66,7 @@ def bench_command(
     engine: Optional[Path] = typer.Option(None, "--engine", help="TensorRT plan with its model.json (TensorRT rows; needs a GPU); without --checkpoint the other rows run random weights and its audio is not checked against theirs.", dir_okay=False),
     seconds: str = typer.Option("1,5,10", "--seconds", help="Audio lengths per item, comma-separated."),
     batch: str = typer.Option("1,4", "--batch", help="Batch sizes, comma-separated."),
-    steps: str = typer.Option("fast", "--steps", help="Schedule: a name from model.json (fast = 6 steps, full = training schedule) or comma-separated betas."),
+    steps: str = typer.Option("fast", "--steps", help=STEPS_HELP),
     backends: Optional[str] = typer.Option(
         None, "--backends", help="Comma-separated rows to run (default: all that can run here); the reference of each device always runs. "
         "Known: reference-cpu, pytorch-cpu, onnxruntime-cpu, reference-cuda, pytorch-cuda, pytorch-cuda-graphs, onnxruntime-cuda, "
@@ -105,7 +105,7 @@ def bench_command(
     settings = BenchSettings(
         seconds=_floats(seconds, "--seconds"),
         batches=_ints(batch, "--batch"),
-        steps=_parse_steps(steps),
+        steps=parse_steps(steps),
         repeats=repeats,
         warmup=warmup,
         seed=seed,
@@ -134,14 +134,6 @@ def bench_command(
     if plot is not None:
         typer.echo(f"wrote {report.plot(plot)}")
 
-
-def _parse_steps(steps: str):
-    if "," not in steps:
-        return steps
-    try:
-        return tuple(float(b) for b in steps.split(",") if b.strip())
-    except ValueError:
-        raise fail(f"--steps {steps!r}: not a schedule name nor comma-separated betas", code=EXIT_USAGE) from None
 
 
 def _check_schedule(metadata, steps) -> None:

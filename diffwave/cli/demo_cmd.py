@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from .app import app, fail, os_error_line, stop_signals_end_with
+from .app import EXIT_USAGE, app, fail, os_error_line, stop_signals_end_with
 
 
 def _open_default_bundle():
@@ -32,6 +32,10 @@ def _open_default_bundle():
         return Vocoder.load(default_bundle(log=log, refresh=True), device="cpu")
 
 
+#: The named schedules every exported bundle holds (runtime.bundle checks for both).
+DEMO_SCHEDULES = ("fast", "full")
+
+
 @app.command("demo")
 def demo_command(
     output: Path = typer.Option(Path("out.wav"), "--output", "-o", help="Where to write the vocoded sample.", dir_okay=False),
@@ -51,11 +55,12 @@ def demo_command(
     from diffwave.audio import write_wav
     from diffwave.default_model import default_model
 
+    if steps not in DEMO_SCHEDULES:  # before the first run's export, which takes a minute
+        raise fail(f"--steps {steps!r}: the demo runs {' or '.join(DEMO_SCHEDULES)} (diffwave vocode takes betas)", code=EXIT_USAGE)
     try:
         files = default_model()
         with stop_signals_end_with("nothing half-written is left"):
             vocoder = _open_default_bundle()
-            vocoder.schedule(steps)  # a bad --steps fails before any work
             mel = np.load(files.sample_spectrogram)
             vocoder(mel[:, :32], steps=steps, seed=seed)  # warm-up: sessions and buffers
             start = time.perf_counter()

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from .app import app, fail, stop_signals_end_with
+from .app import EXIT_USAGE, app, fail, stop_signals_end_with
+from .steps_option import STEPS_HELP, parse_steps
 
 
 HELP = (
@@ -26,7 +27,7 @@ def eval_command(
     onnx: List[Path] = typer.Option([], "--onnx", help="ONNX step graph with its model.json (ONNX Runtime). Repeatable."),
     checkpoint: List[Path] = typer.Option([], "--checkpoint", help="Training checkpoint file or model folder (PyTorch). Repeatable."),
     engine: List[Path] = typer.Option([], "--engine", help="TensorRT plan with its model.json. Repeatable."),
-    steps: str = typer.Option("fast", "--steps", help="Inference schedule: fast (6 steps) or full (the training schedule)."),
+    steps: str = typer.Option("fast", "--steps", help=STEPS_HELP),
     seed: int = typer.Option(0, "--seed", help="Noise seed, the same for every model so backends can be compared."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the rows and means as JSON (schema diffwave-eval/1).", dir_okay=False),
     griffin_lim_iterations: int = typer.Option(64, "--griffin-lim-iters", min=1, help="Iterations of the Griffin-Lim anchor."),
@@ -47,6 +48,7 @@ def eval_command(
     models = [("checkpoint", p) for p in checkpoint] + [("onnx", p) for p in onnx] + [("engine", p) for p in engine]
     if not models:
         raise fail("give at least one model: --onnx FILE, --checkpoint DIR or --engine PLAN")
+    schedule = parse_steps(steps)
     try:
         files = find_wavs(data)
     except FileNotFoundError as exc:
@@ -88,16 +90,20 @@ def eval_command(
                 vocoder = Vocoder.load(path)
             except (VocoderError, OSError, ValueError) as exc:
                 raise fail(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
+            try:
+                vocoder.schedule(schedule)  # an unknown name or a bad beta fails before any file is vocoded
+            except VocoderError as exc:
+                raise fail(f"{label}: {exc}", code=EXIT_USAGE) from None
             features = vocoder.metadata.features
             if spec is None:
                 spec, first = features, label
             elif features != spec:
                 raise fail(f"{label} uses different features than {first} ({_differs(spec, features)}); compare models with the same front end")
-            synthesizers.append(Synthesizer(SystemInfo(label, kind, str(path)), _vocode_fn(vocoder, steps, seed)))
+            synthesizers.append(Synthesizer(SystemInfo(label, kind, str(path)), _vocode_fn(vocoder, schedule, seed)))
 
         try:
             report = evaluate(
-                files, synthesizers, spec, steps=steps, seed=seed, griffin_lim_iterations=griffin_lim_iterations,
+                files, synthesizers, spec, steps=schedule, seed=seed, griffin_lim_iterations=griffin_lim_iterations,
                 perceptual=perceptual, save_audio=save_audio, spectrograms=spectrograms,
             )
         except ValueError as exc:  # AudioError, VocoderError: one line naming the file
@@ -107,7 +113,7 @@ def eval_command(
         typer.echo(f"wrote {report.write_json(json_file)}")
 
 
-def _vocode_fn(vocoder, steps: str, seed: int):
+def _vocode_fn(vocoder, steps, seed: int):
     def vocode(features):
         return vocoder(features, steps=steps, seed=seed)[0]
 

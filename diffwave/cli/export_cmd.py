@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import app, fail, stop_signals_end_with
+from .app import EXIT_USAGE, app, fail, stop_signals_end_with
 
 #: exit statuses besides 0 (done) and 1 (bad input, build failure); 2 is the CLI's usage error.
 EXIT_TENSORRT_MISSING = 3
@@ -82,7 +82,7 @@ def export_command(
         typer.echo(message, err=True)
 
     if target not in TARGETS:
-        raise fail(f"--target {target!r} is not one of: {', '.join(TARGETS)}", code=2)
+        raise fail(f"--target {target!r} is not one of: {', '.join(TARGETS)}", code=EXIT_USAGE)
     trt_target = TARGETS[target]
     try:
         profile = make_profile(min_frames, opt_frames, max_frames, max_batch, opt_batch)

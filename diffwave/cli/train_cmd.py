@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import app, fail, stop_signals_end_with
+from .app import EXIT_USAGE, app, fail, stop_signals_end_with
 
 
 @app.command("train")
@@ -70,7 +70,7 @@ def train_command(
     from diffwave.train import TrainingError, TrainOptions, existing_checkpoint, launch, resolve_config
 
     if fp16 and bf16:
-        raise fail("--fp16 and --bf16 exclude each other (see `diffwave train --help`)", code=2)
+        raise fail("--fp16 and --bf16 exclude each other (see `diffwave train --help`)", code=EXIT_USAGE)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     overrides = {"batch_size": batch_size} if batch_size is not None else {}

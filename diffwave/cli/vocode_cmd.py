@@ -16,9 +16,9 @@ from typing import Optional
 import numpy as np
 import typer
 
-from .app import app, fail, stop_signals_end_with
+from .app import EXIT_BAD_INPUT, EXIT_CANNOT_RUN, EXIT_USAGE, app, fail, stop_signals_end_with
+from .steps_option import STEPS_HELP, parse_steps
 
-EXIT_BAD_INPUT, EXIT_USAGE, EXIT_CANNOT_RUN = 1, 2, 3
 
 
 @dataclass
@@ -39,9 +39,7 @@ def vocode_command(
     engine: Optional[Path] = typer.Option(None, "--engine", help="TensorRT plan (model.plan / model.rtx.plan) with model.json beside it."),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX step graph (model.onnx) with model.json beside it: ONNX Runtime."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training checkpoint (.pt or model directory): PyTorch."),
-    steps: str = typer.Option(
-        "fast", "--steps", help="Noise schedule: a name from model.json (fast = 6 steps, full = training schedule) or comma-separated betas."
-    ),
+    steps: str = typer.Option("fast", "--steps", help=STEPS_HELP),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Reproducible noise: input i (in the order given) uses seed+i."),
     batch_size: int = typer.Option(1, "--batch-size", "-b", min=1, help="Inputs per network call (results do not depend on it)."),
     float_output: bool = typer.Option(False, "--float", help="Write 32-bit float wavs instead of 16-bit PCM."),
@@ -81,7 +79,7 @@ def vocode_command(
         raise fail("no inputs: give .npy/.wav files, or --seconds for an unconditional model", code=EXIT_USAGE)
     if seconds is not None and inputs:
         raise fail("--seconds synthesises from noise alone: give no input files with it", code=EXIT_USAGE)
-    schedule = _parse_steps(steps)
+    schedule = parse_steps(steps)
 
     with stop_signals_end_with("every wav written so far is complete"):
         try:
@@ -107,14 +105,6 @@ def vocode_command(
         f"(real-time factor {rtf:.3f}) with {vocoder.describe()} -> {out_dir}"
     )
 
-
-def _parse_steps(steps: str) -> "str | list[float]":
-    if "," not in steps:
-        return steps
-    try:
-        return [float(b) for b in steps.split(",") if b.strip()]
-    except ValueError:
-        raise fail(f"--steps {steps!r}: not a schedule name nor comma-separated betas", code=EXIT_USAGE) from None
 
 
 def _output_name(source: Path) -> str:

@@ -139,7 +139,7 @@ def evaluate(
     files: Sequence[Path],
     synthesizers: Sequence[Synthesizer],
     spec: FeatureSpec,
-    steps: str = "fast",
+    steps: str | tuple[float, ...] = "fast",
     seed: int = 0,
     griffin_lim_iterations: int = DEFAULT_ITERATIONS,
     perceptual: bool = True,

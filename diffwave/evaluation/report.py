@@ -60,7 +60,7 @@ class SnrRow:
 
 @dataclass
 class EvalReport:
-    steps: str
+    steps: str | tuple[float, ...]  #: a schedule name or the betas given to --steps
     seed: int
     sample_rate: int
     griffin_lim_iterations: int
