@@ -357,7 +357,8 @@ def _render_all(out_dir: Path, plan: Sequence[Utterance], exe: str, workers: Opt
     if foreign:
         raise CorpusError(
             f"{out_dir}: {len(foreign)} wav file(s) that are not part of this corpus (e.g. {foreign[0].relative_to(out_dir)}); "
-            "use an empty folder or the --sentences/--seed that made them"
+            "use an empty folder, or the --sentences, --seed and --heldout-fraction that made them (another count plans "
+            "different files, so a corpus cannot be extended in place)"
         )
     _remove_stale_temporaries(out_dir, plan)
     workers = max(1, workers or os.cpu_count() or 1)

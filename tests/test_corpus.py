@@ -78,6 +78,7 @@ def test_corpus_resumes_and_refuses_a_foreign_folder(tmp_path):
     assert result.exit_code != 0
     message = result.output.strip().splitlines()
     assert len(message) == 1 and "not part of this corpus" in message[0] and str(out) in message[0]
+    assert "--sentences, --seed and --heldout-fraction that made them" in message[0]
     assert _digest(out) == before
 
 
