@@ -21,7 +21,7 @@ from runtime.bundle import FeatureSpec
 runner = CliRunner()
 
 #: The JSON contract, spelled out here (not derived from the dataclasses) so a rename fails this test.
-TOP_KEYS = {"schema", "steps", "seed", "sample_rate", "griffin_lim_iterations", "perceptual", "systems", "files", "rows", "means", "snr", "mean_snr"}
+TOP_KEYS = {"schema", "steps", "seed", "sample_rate", "griffin_lim_iterations", "perceptual", "systems", "files", "rows", "means", "snr", "mean_snr", "skipped"}
 ROW_KEYS = {
     "file", "system", "mel_cycle_db", "mrstft", "periodicity", "pesq_wb",
     "dnsmos_overall", "dnsmos_signal", "dnsmos_background", "dnsmos_p808",
@@ -111,6 +111,22 @@ def test_log_magnitude_puts_a_tone_in_its_bin():
     image = log_magnitude_db(tone, spec)
     assert image.shape[0] == spec.n_fft // 2 + 1
     assert set(np.argmax(image[:, 2:-2], axis=0)) == {40}
+
+
+def test_a_mean_over_fewer_files_says_which_it_left_out():
+    # PESQ of a clip with no utterance is NaN: the mean used to skip it without a word.
+    from diffwave.evaluation.report import EvalReport, Row
+
+    system = SystemInfo("onnx:m", "onnx")
+    rows = [Row("a.wav", "onnx:m", mel_cycle_db=2.0, pesq_wb=1.5), Row("b.wav", "onnx:m", mel_cycle_db=4.0, pesq_wb=math.nan),
+            Row("c.wav", "onnx:m", mel_cycle_db=6.0, pesq_wb=2.5)]
+    report = EvalReport("fast", 0, 22050, 8, True, [system], ["a.wav", "b.wav", "c.wav"], rows=rows).finalize()
+    (mean,) = report.means
+    assert mean.mel_cycle_db == pytest.approx(4.0) and mean.pesq_wb == pytest.approx(2.0)
+    assert mean.dnsmos_overall is None  # not computed at all: no note
+    doc = json.loads(report.to_json())
+    assert doc["skipped"] == [{"system": "onnx:m", "metric": "pesq_wb", "files": ["b.wav"], "of": 3}]
+    assert "  onnx:m: the mean PESQ-WB covers 2 of 3 files (no value for b.wav)" in report.table().splitlines()
 
 
 def test_identical_systems_have_infinite_snr_written_as_null(short_dir):

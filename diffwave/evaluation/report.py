@@ -59,6 +59,20 @@ class SnrRow:
 
 
 @dataclass
+class Skipped:
+    """A mean that covers only some files: ``metric`` of ``system`` had no value on ``files``.
+
+    PESQ finds no utterance in a clip of silence and periodicity no loud frame; the mean is then
+    over the other files, and this says so instead of passing the smaller mean off as the whole's.
+    """
+
+    system: str
+    metric: str  #: a Row field name, e.g. "pesq_wb"
+    files: list[str]  #: the files the mean leaves out
+    of: int  #: how many files the system was scored on
+
+
+@dataclass
 class EvalReport:
     steps: str | tuple[float, ...]  #: a schedule name or the betas given to --steps
     seed: int
@@ -71,17 +85,21 @@ class EvalReport:
     means: list[Row] = field(default_factory=list)
     snr: list[SnrRow] = field(default_factory=list)
     mean_snr: list[SnrRow] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)  #: means over fewer files than the system's rows
     schema: str = SCHEMA
 
     def finalize(self) -> "EvalReport":
         """Fill ``means`` and ``mean_snr`` from the per-file rows (NaN-aware: a missing value is skipped)."""
-        self.means = []
+        self.means, self.skipped = [], []
         for system in self.systems:
             own = [r for r in self.rows if r.system == system.name]
             mean = Row(file="mean", system=system.name)
             for name in METRICS:
                 values = [getattr(r, name) for r in own if _finite(getattr(r, name))]
                 setattr(mean, name, sum(values) / len(values) if values else None)
+                if values and len(values) < len(own):  # none at all is a metric not computed: "-" says that
+                    missing = [r.file for r in own if not _finite(getattr(r, name))]
+                    self.skipped.append(Skipped(system.name, name, missing, len(own)))
             self.means.append(mean)
         pairs = sorted({(s.a, s.b) for s in self.snr}, key=lambda p: [x.name for x in self.systems].index(p[1]))
         self.mean_snr = []
@@ -112,6 +130,9 @@ class EvalReport:
         line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
         rule = "-" * len(line(headers))
         out = [line(headers), rule, *map(line, body), rule, *map(line, mean)]
+        for s in self.skipped:
+            label = headers[2 + METRICS.index(s.metric)]
+            out.append(f"  {s.system}: the mean {label} covers {s.of - len(s.files)} of {s.of} files (no value for {', '.join(s.files)})")
         if self.snr:
             out += ["", "SNR between models (same features, same noise):"]
             for s in self.snr + self.mean_snr:
