@@ -105,7 +105,7 @@ class Inventory:
     not_preprocessed: tuple[Path, ...] = ()
 
     def summary(self) -> str:
-        parts = [f"{len(self.records)} records"]
+        parts = [f"{len(self.records)} record{'' if len(self.records) == 1 else 's'}"]
         if self.too_short:
             parts.append(f"{len(self.too_short)} too short for one crop (skipped)")
         if self.not_preprocessed:

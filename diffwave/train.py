@@ -44,7 +44,7 @@ from .checkpoint import (
 )
 from .config import DiffWaveConfig, network_param_keys
 from .audio import AudioError
-from .data import Batch, CropBatchSampler, CropDataset, DataError, Record, collate, scan
+from .data import Batch, CropBatchSampler, CropDataset, DataError, Inventory, Record, collate, scan
 from .distributed import DistContext
 from .model import DiffWave
 from .spectral_loss import low_noise_spectral_loss
@@ -385,7 +385,7 @@ def train(
     options: TrainOptions,
     config: DiffWaveConfig,
     ctx: DistContext = DistContext(),
-    records: Optional[Sequence[Record]] = None,
+    inventory: Optional[Inventory] = None,
 ) -> TrainResult:
     """Train in this process (as rank ``ctx.rank`` of an already joined group when distributed).
 
@@ -408,11 +408,13 @@ def train(
     result = TrainResult(step=learner.step, start_step=learner.step, model=learner.model)
     if options.max_steps is not None and learner.step >= options.max_steps:
         return result
-    if records is None:
-        records = _scan(options, config, ctx)
-    loader = make_loader(records, config, ctx, learner.step, options.data_workers, pin_memory=device.type == "cuda")
+    if inventory is None:
+        inventory = _scan(options, config, ctx)
+    loader = make_loader(inventory.records, config, ctx, learner.step, options.data_workers, pin_memory=device.type == "cuda")
     validation = _validation_set(options, config) if ctx.is_main and options.valid_dirs else None
     summary = _Summary(model_dir, config, learner.step) if ctx.is_main else None
+    if ctx.is_main and not options.progress:  # a log without a bar: said here, once every check has passed
+        print(f"training data: {inventory.summary()}", file=sys.stderr, flush=True)
     try:  # the events file is closed on every way out: an open writer re-creates it on a later flush
         if validation is not None and latest is None:  # a new run: where it starts, for the curve
             _validate(learner, validation, summary, options)
@@ -623,10 +625,10 @@ def launch(options: TrainOptions, config: DiffWaveConfig, processes: Optional[in
         if step >= options.max_steps:  # nothing to do: do not start a process per GPU to find that out
             return TrainResult(step=step, start_step=step)
     with _nothing_left_if_it_never_saved(Path(options.model_dir)):
-        records = _scan(options, config, DistContext())  # once, here: errors surface before any process starts
+        inventory = _scan(options, config, DistContext())  # once, here: errors surface before any process starts
         if processes == 1:
-            return train(options, config, DistContext(), records)
-        _spawn(options, config, processes, records)
+            return train(options, config, DistContext(), inventory)
+        _spawn(options, config, processes, inventory)
     return None
 
 
@@ -673,11 +675,12 @@ def _check_init_step(options: TrainOptions) -> None:
         )
 
 
-def _scan(options: TrainOptions, config: DiffWaveConfig, ctx: DistContext) -> tuple[Record, ...]:
+def _scan(options: TrainOptions, config: DiffWaveConfig, ctx: DistContext) -> Inventory:
+    """The records to train on; with a progress bar the inventory is said now (without one, by train())."""
     inventory = scan(options.data_dirs, config)
     if ctx.is_main and options.progress:
         tqdm.write(f"training data: {inventory.summary()}", file=sys.stderr)
-    return inventory.records
+    return inventory
 
 
 def _check_split(config: DiffWaveConfig, world_size: int) -> None:
@@ -688,7 +691,7 @@ def _check_split(config: DiffWaveConfig, world_size: int) -> None:
         )
 
 
-def _spawn(options: TrainOptions, config: DiffWaveConfig, processes: int, records: Sequence[Record]) -> None:
+def _spawn(options: TrainOptions, config: DiffWaveConfig, processes: int, inventory: Inventory) -> None:
     import logging
 
     import torch.multiprocessing as mp
@@ -699,7 +702,7 @@ def _spawn(options: TrainOptions, config: DiffWaveConfig, processes: int, record
     port = ddp.free_port()
     with tempfile.TemporaryDirectory(prefix="diffwave-ranks-") as errors:
         try:
-            mp.spawn(_spawned_rank, args=(processes, port, options, config, records, errors), nprocs=processes, join=True)
+            mp.spawn(_spawned_rank, args=(processes, port, options, config, inventory, errors), nprocs=processes, join=True)
         except Exception as exc:  # ProcessExitedException / ProcessRaisedException
             messages = sorted(Path(errors).glob("rank*.txt"))
             if messages:
@@ -708,20 +711,20 @@ def _spawn(options: TrainOptions, config: DiffWaveConfig, processes: int, record
 
 
 def spawn_rank(
-    rank: int, world_size: int, port: int, options: TrainOptions, config: DiffWaveConfig, records: Sequence[Record]
+    rank: int, world_size: int, port: int, options: TrainOptions, config: DiffWaveConfig, inventory: Inventory
 ) -> TrainResult:
     """Body of one spawned process: join the group on ``127.0.0.1:port``, train, leave."""
     ctx = DistContext(rank=rank, local_rank=rank, world_size=world_size, local_world_size=world_size)
     ddp.join(ctx, options.device, f"tcp://127.0.0.1:{port}")
     try:
-        return train(options, config, ctx, records)
+        return train(options, config, ctx, inventory)
     finally:
         ddp.leave()
 
 
-def _spawned_rank(rank, world_size, port, options, config, records, error_dir) -> None:
+def _spawned_rank(rank, world_size, port, options, config, inventory, error_dir) -> None:
     try:
-        spawn_rank(rank, world_size, port, options, config, records)
+        spawn_rank(rank, world_size, port, options, config, inventory)
     except (TrainingError, DataError, CheckpointError) as exc:
         # The parent turns this into its one-line error; the traceback would only repeat it.
         Path(error_dir, f"rank{rank}.txt").write_text(str(exc))

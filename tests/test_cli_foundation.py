@@ -68,9 +68,12 @@ def train_cli(*args):
     return runner.invoke(app, ["train", *map(str, args), "--device", "cpu", "--workers", "0", "--no-progress"])
 
 
-def one_error_line(result, *fragments):
+def one_error_line(result, *fragments, after: tuple[str, ...] = ()):
+    """The command failed with exactly one stderr line, ``error: ...``, holding ``fragments`` (after the lines ``after``)."""
     assert result.exit_code != 0
     lines = result.stderr.strip().splitlines()
+    assert tuple(lines[: len(after)]) == after, result.stderr
+    lines = lines[len(after) :]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
@@ -108,7 +111,8 @@ def test_train_nan_spectrogram_names_the_file(tmp_path, tiny_json, preprocessed_
     np.save(spec, np.full_like(np.load(spec), np.nan))
     args = ["train", str(tmp_path / "run"), str(data), "--config", str(tiny_json), "--device", "cpu", "--no-progress",
             "--max-steps", "4", "--workers", workers]
-    one_error_line(runner.invoke(app, args), f"{spec}: NaN or inf in frames")
+    # found by a step, so after the inventory line a run without a bar starts with
+    one_error_line(runner.invoke(app, args), f"{spec}: NaN or inf in frames", after=("training data: 3 records",))
     # and as a --valid folder, before the first step
     args = ["train", str(tmp_path / "run2"), str(preprocessed_dir), "--valid", str(data), "--config", str(tiny_json),
             "--device", "cpu", "--no-progress", "--max-steps", "1", "--workers", workers]
@@ -191,7 +195,10 @@ def test_train_corrupt_or_dangling_checkpoint(tmp_path, preprocessed_dir, tiny_j
 
 def test_train_already_done_and_architecture_change(tmp_path, preprocessed_dir, tiny_json):
     model_dir = tmp_path / "run"
-    assert train_cli(model_dir, preprocessed_dir, "--config", tiny_json, "--max-steps", "1").exit_code == 0
+    first = train_cli(model_dir, preprocessed_dir, "--config", tiny_json, "--max-steps", "1")
+    assert first.exit_code == 0
+    # without a bar the log still says what it trains on (it said nothing before)
+    assert first.stderr.splitlines()[0] == f"training data: {len(list(preprocessed_dir.glob('*.wav')))} records"
     result = train_cli(model_dir, preprocessed_dir, "--max-steps", "1")
     assert result.exit_code == 0 and "already at step 1, nothing to do" in result.stdout
     wider = tmp_path / "wider.json"

@@ -105,8 +105,10 @@ def test_held_out_loss_is_logged_at_every_checkpoint_and_falls(tmp_path, one_bat
     events = read_events(model_dir)
     mean = {e.step: e.value for e in events.Scalars("valid/loss")}
     assert sorted(mean) == [0, 30, 60]
-    # With no progress bar (a log file) each checkpoint prints one line of pace, then the held-out loss.
-    lines = capsys.readouterr().err.splitlines()
+    # With no progress bar (a log file) the run says what it trains on, then each checkpoint prints
+    # one line of pace and the held-out loss.
+    inventory, *lines = capsys.readouterr().err.splitlines()
+    assert inventory == "training data: 1 record"
     assert [line.split(":")[0] for line in lines] == [
         "held-out loss at step 0", "step 30", "held-out loss at step 30", "step 60", "held-out loss at step 60"
     ], lines

@@ -24,17 +24,17 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _rank_worker(rank: int, world: int, port: int, options: TrainOptions, config, records, out_dir: str) -> None:
+def _rank_worker(rank: int, world: int, port: int, options: TrainOptions, config, inventory, out_dir: str) -> None:
     """One spawned rank: the production per-rank entry point, then this rank's weights to a file."""
-    result = spawn_rank(rank, world, port, options, config, records)
+    result = spawn_rank(rank, world, port, options, config, inventory)
     torch.save({"model": result.model.state_dict(), "losses": result.losses}, Path(out_dir) / f"rank{rank}.pt")
 
 
 def test_two_cpu_ranks_keep_identical_parameters(tmp_path, preprocessed_dir):
     config = tiny_config()
     options = TrainOptions(tmp_path / "run", (preprocessed_dir,), max_steps=4, data_workers=0, progress=False)
-    records = scan([preprocessed_dir], config).records
-    mp.spawn(_rank_worker, args=(2, free_port(), options, config, records, str(tmp_path)), nprocs=2, join=True)
+    inventory = scan([preprocessed_dir], config)
+    mp.spawn(_rank_worker, args=(2, free_port(), options, config, inventory, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     initial = tiny_config().train.seed
     torch.manual_seed(initial)
