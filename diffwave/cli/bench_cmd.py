@@ -135,7 +135,6 @@ def bench_command(
         typer.echo(f"wrote {report.plot(plot)}")
 
 
-
 def _check_schedule(metadata, steps) -> None:
     from runtime.schedule import ReverseSchedule, resolve_inference_betas
 

@@ -20,7 +20,6 @@ from .app import EXIT_BAD_INPUT, EXIT_CANNOT_RUN, EXIT_USAGE, app, fail, stop_si
 from .steps_option import STEPS_HELP, parse_steps
 
 
-
 @dataclass
 class Job:
     """One input file, loaded and checked, and where its audio goes."""
@@ -104,7 +103,6 @@ def vocode_command(
         f"{files} file(s), {audio_seconds:.2f} s of audio in {wall:.2f} s "
         f"(real-time factor {rtf:.3f}) with {vocoder.describe()} -> {out_dir}"
     )
-
 
 
 def _output_name(source: Path) -> str:
