@@ -1,0 +1,104 @@
+"""A two-minute check that a network can hold a partial's phase: train on one sine, measure its line.
+
+    python scripts/sine_probe.py make DIR [--hz 220] [--train 200] [--heldout 4] [--seconds 2] [--seed 0]
+    diffwave preprocess DIR/train DIR/heldout
+    diffwave train RUN DIR/train --config CONFIG.json --checkpoint-every 250 --max-steps 500
+    python scripts/sine_probe.py score RUN/weights-500.pt DIR [--seeds 3]
+
+Every file is the same constant sine (random phase, amplitude 0.3), so the spectrogram tells the
+network nothing it could not learn unconditionally in a few hundred steps; what is left is whether
+it can keep one phase over the whole clip. ``score`` vocodes the first held-out spectrogram with
+the fast schedule and prints the share of the output's power within +-20 Hz of the sine (a
+perfect vocoder: about 1; white noise: under 0.01).
+
+Why (models/README.md, stop 18): a network sees +-R samples per reverse step (R = the sum of its
+dilations, 126 for the 12-layer cycle-6 CPU network), so it cannot agree on a phase with samples
+further away, and a partial it makes wanders in frequency. Measured here on 220 Hz: cycle 6 put
+0.44/0.53/0.61 of the power in the band at steps 250/500/1000, cycle 10 (R = 1026, same FLOPs)
+0.96/0.98 at steps 250/500. Harmonics of a voice are f0 apart, so a line as wide as cycle 6's
+merges them, which is the "no harmonic lines" of every CPU model's spectrogram.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+AMPLITUDE = 0.3
+BAND_HZ = 20.0  #: half-width of the band counted as the line
+EDGE = 2048  #: samples dropped at each end (the first and last frames see padding)
+
+
+def sine_clip(rng: np.random.Generator, hz: float, seconds: float, sample_rate: int) -> np.ndarray:
+    """``seconds`` of a ``hz`` sine with a random phase, float32 peak ``AMPLITUDE``."""
+    t = np.arange(int(sample_rate * seconds)) / sample_rate
+    return (AMPLITUDE * np.sin(2 * np.pi * hz * t + rng.uniform(0, 2 * np.pi))).astype(np.float32)
+
+
+def line_share(audio: np.ndarray, hz: float, sample_rate: int, band_hz: float = BAND_HZ) -> float:
+    """Share of the (Hann-windowed) power spectrum of ``audio`` within ``hz`` +- ``band_hz``."""
+    audio = np.asarray(audio, dtype=np.float64)
+    power = np.abs(np.fft.rfft(audio * np.hanning(len(audio)))) ** 2
+    freqs = np.fft.rfftfreq(len(audio), 1.0 / sample_rate)
+    total = power.sum()
+    return float(power[np.abs(freqs - hz) <= band_hz].sum() / total) if total > 0 else 0.0
+
+
+def make(out: Path, hz: float, train: int, heldout: int, seconds: float, seed: int) -> None:
+    from diffwave.audio import write_wav
+    from runtime.bundle import FeatureSpec
+
+    sample_rate = FeatureSpec().sample_rate
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("heldout", heldout)):
+        for i in range(count):
+            write_wav(out / split / f"{i:04d}.wav", sine_clip(rng, hz, seconds, sample_rate), sample_rate)
+    print(f"wrote {train} training and {heldout} held-out files of a {hz:g} Hz sine under {out}")
+
+
+def score(checkpoint: Path, corpus: Path, hz: float, seeds: int) -> list[float]:
+    import torch
+
+    from diffwave.inference import predict
+
+    torch.set_num_threads(1)
+    spectrograms = sorted((corpus / "heldout").glob("*.wav.spec.npy"))
+    if not spectrograms:
+        sys.exit(f"error: {corpus / 'heldout'}: no .wav.spec.npy files (run diffwave preprocess on it first)")
+    features = np.load(spectrograms[0])
+    shares = []
+    for seed in range(seeds):
+        audio, sample_rate = predict(features, checkpoint, fast_sampling=True, seed=seed)
+        shares.append(line_share(audio[0].cpu().numpy()[EDGE:-EDGE], hz, sample_rate))
+    print(f"{checkpoint}: {np.mean(shares):.3f} of the power within {BAND_HZ:g} Hz of {hz:g} Hz "
+          f"(seeds 0-{seeds - 1}: {min(shares):.3f}-{max(shares):.3f})")
+    return shares
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    made = commands.add_parser("make", help="write DIR/train and DIR/heldout")
+    made.add_argument("out", type=Path)
+    made.add_argument("--train", type=int, default=200, help="training files (default 200)")
+    made.add_argument("--heldout", type=int, default=4, help="held-out files (default 4)")
+    made.add_argument("--seconds", type=float, default=2.0, help="length of each file (default 2)")
+    made.add_argument("--seed", type=int, default=0, help="random seed of the phases (default 0)")
+    scored = commands.add_parser("score", help="share of a checkpoint's output power in the sine's band")
+    scored.add_argument("checkpoint", type=Path)
+    scored.add_argument("corpus", type=Path, help="the folder `make` wrote (its heldout/ must be preprocessed)")
+    scored.add_argument("--seeds", type=int, default=3, help="noise seeds to average (default 3)")
+    for sub in (made, scored):
+        sub.add_argument("--hz", type=float, default=220.0, help="the sine's frequency (default 220)")
+    args = parser.parse_args(argv)
+    if args.command == "make":
+        make(args.out, args.hz, args.train, args.heldout, args.seconds, args.seed)
+    else:
+        score(args.checkpoint, args.corpus, args.hz, args.seeds)
+
+
+if __name__ == "__main__":
+    main()

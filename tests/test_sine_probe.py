@@ -1,0 +1,69 @@
+"""scripts/sine_probe.py: the line measure separates a held phase from a wandering one; the corpus is one sine."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import random_model, tiny_config
+from runtime_helpers import save_model_dir
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sine_probe.py"
+RATE = 22_050
+
+
+@pytest.fixture(scope="module")
+def probe():
+    spec = importlib.util.spec_from_file_location("sine_probe", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_line_share_is_high_for_a_held_phase_and_low_for_one_that_wanders(probe):
+    rng = np.random.default_rng(0)
+    held = probe.sine_clip(rng, 220.0, 2.0, RATE)
+    assert probe.line_share(held, 220.0, RATE) > 0.99
+    assert probe.line_share(held, 300.0, RATE) < 0.01  # the band is where the sine is, not anywhere
+    assert probe.line_share(rng.standard_normal(2 * RATE), 220.0, RATE) < 0.01
+    # The same sine whose phase starts afresh every N samples (a network that sees +-126 samples
+    # cannot agree on a phase over more than about 252): the right frequency, yet the shorter
+    # the stretch of one phase, the more power leaves the band (0.31, 0.42, 0.79 here).
+    t = np.arange(2 * RATE) / RATE
+    shares = []
+    for stretch in (126, 252, 504):
+        phase = np.repeat(rng.uniform(0, 2 * np.pi, len(t) // stretch + 1), stretch)[: len(t)]
+        shares.append(probe.line_share(np.sin(2 * np.pi * 220.0 * t + phase), 220.0, RATE))
+    assert shares[0] < 0.4 and shares[1] < 0.6 and shares[2] < 0.85 and shares == sorted(shares)
+    assert probe.line_share(np.zeros(100), 220.0, RATE) == 0.0
+
+
+def test_make_writes_one_sine_that_preprocess_accepts_and_score_reports_a_share(probe, tmp_path):
+    corpus = tmp_path / "sine"
+    made = subprocess.run([sys.executable, str(SCRIPT), "make", str(corpus), "--train", "2", "--heldout", "1", "--seconds", "1"],
+                          capture_output=True, text=True, check=True)
+    assert "wrote 2 training and 1 held-out files of a 220 Hz sine" in made.stdout
+    import soundfile as sf
+
+    clips = [sf.read(str(p), dtype="float32")[0] for p in sorted(corpus.rglob("*.wav"))]
+    assert len(clips) == 3 and all(len(c) == RATE for c in clips)
+    assert all(probe.line_share(c, 220.0, RATE) > 0.99 for c in clips)
+    assert not np.allclose(clips[0], clips[1], atol=0.01)  # random phases: the files are not copies
+    subprocess.run([sys.executable, "-m", "diffwave", "preprocess", str(corpus / "train"), str(corpus / "heldout")],
+                   capture_output=True, text=True, check=True)
+
+    run = save_model_dir(tmp_path / "run", random_model(tiny_config(), seed=1))
+    shares = probe.score(run, corpus, 220.0, seeds=2)
+    assert len(shares) == 2 and all(0.0 <= s < 0.5 for s in shares)  # random weights make no line
+
+    bare = tmp_path / "bare"
+    (bare / "heldout").mkdir(parents=True)
+    failed = subprocess.run([sys.executable, str(SCRIPT), "score", str(run), str(bare)], capture_output=True, text=True)
+    assert failed.returncode != 0 and failed.stderr.strip() == (
+        f"error: {bare / 'heldout'}: no .wav.spec.npy files (run diffwave preprocess on it first)"
+    )
