@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import torch
 
 from diffwave.config import DiffWaveConfig
@@ -42,3 +46,14 @@ def randomize_weights(model: torch.nn.Module, seed: int = 0, scale: float = 0.2)
 
 def random_model(config: DiffWaveConfig | None = None, seed: int = 0) -> DiffWave:
     return randomize_weights(DiffWave(config or tiny_config()), seed).eval()
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` imported as a module (the scripts are not a package), to test its functions."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import random_model, tiny_config
+from helpers import load_script, random_model, tiny_config
 from runtime_helpers import save_model_dir
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sine_probe.py"
@@ -19,10 +18,7 @@ RATE = 22_050
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("sine_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("sine_probe")
 
 
 def test_the_line_share_is_high_for_a_held_phase_and_low_for_one_that_wanders(probe):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,15 +10,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_tone_corpus.py"
 
 
 @pytest.fixture(scope="module")
 def tones():
-    spec = importlib.util.spec_from_file_location("make_tone_corpus", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_tone_corpus")
 
 
 def best_autocorrelation(frame: np.ndarray, min_lag: int, max_lag: int) -> float:
