@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+def pytest_configure(config):
+    # A suite started in the background by a shell without job control (`bash .ci/run &` in a
+    # script) inherits SIGINT ignored, and so does every process it starts: our commands then
+    # rightly keep ignoring Ctrl-C (diffwave.interrupts leaves an ignored signal alone), and the
+    # tests that send it would wait for it forever. They test our handling, so start from Python's.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
