@@ -1,4 +1,4 @@
-"""A two-minute check that a network can hold a partial's phase: train on one sine, measure its line.
+"""A quick check that a network can hold a partial's phase: train on one sine, measure its line.
 
     python scripts/sine_probe.py make DIR [--hz 220] [--train 200] [--heldout 4] [--seconds 2] [--seed 0]
     diffwave preprocess DIR/train DIR/heldout
