@@ -409,12 +409,12 @@ def train(
     if options.max_steps is not None and learner.step >= options.max_steps:
         return result
     if inventory is None:
-        inventory = _scan(options, config, ctx)
+        inventory = scan(options.data_dirs, config)
     loader = make_loader(inventory.records, config, ctx, learner.step, options.data_workers, pin_memory=device.type == "cuda")
     validation = _validation_set(options, config) if ctx.is_main and options.valid_dirs else None
     summary = _Summary(model_dir, config, learner.step) if ctx.is_main else None
-    if ctx.is_main and not options.progress:  # a log without a bar: said here, once every check has passed
-        print(f"training data: {inventory.summary()}", file=sys.stderr, flush=True)
+    if ctx.is_main:  # said once every check has passed (with a bar or without, e.g. in a GPU slice's log)
+        tqdm.write(f"training data: {inventory.summary()}", file=sys.stderr)
     try:  # the events file is closed on every way out: an open writer re-creates it on a later flush
         if validation is not None and latest is None:  # a new run: where it starts, for the curve
             _validate(learner, validation, summary, options)
@@ -625,7 +625,7 @@ def launch(options: TrainOptions, config: DiffWaveConfig, processes: Optional[in
         if step >= options.max_steps:  # nothing to do: do not start a process per GPU to find that out
             return TrainResult(step=step, start_step=step)
     with _nothing_left_if_it_never_saved(Path(options.model_dir)):
-        inventory = _scan(options, config, DistContext())  # once, here: errors surface before any process starts
+        inventory = scan(options.data_dirs, config)  # once, here: errors surface before any process starts
         if processes == 1:
             return train(options, config, DistContext(), inventory)
         _spawn(options, config, processes, inventory)
@@ -673,14 +673,6 @@ def _check_init_step(options: TrainOptions) -> None:
         raise TrainingError(
             f"{path} is at step {step} already, and --max-steps {options.max_steps} counts its steps too: ask for more than {step}"
         )
-
-
-def _scan(options: TrainOptions, config: DiffWaveConfig, ctx: DistContext) -> Inventory:
-    """The records to train on; with a progress bar the inventory is said now (without one, by train())."""
-    inventory = scan(options.data_dirs, config)
-    if ctx.is_main and options.progress:
-        tqdm.write(f"training data: {inventory.summary()}", file=sys.stderr)
-    return inventory
 
 
 def _check_split(config: DiffWaveConfig, world_size: int) -> None:
