@@ -21,6 +21,8 @@ from typing import Any, Optional
 from .receptive_field import upsampler_hop
 
 FORMAT_VERSION = 1
+#: The named inference schedules every bundle holds: "fast" (the short schedule) and "full" (the training one).
+REQUIRED_SCHEDULES = ("fast", "full")
 METADATA_NAME = "model.json"
 
 
@@ -195,7 +197,7 @@ class BundleMetadata:
             raise BundleError(f"unconditional must be true or false, got {self.unconditional!r}")
         if not isinstance(self.params, dict):
             raise BundleError(f"params must be an object, got {self.params!r}")
-        missing = [name for name in ("fast", "full") if name not in self.inference_schedules]
+        missing = [name for name in REQUIRED_SCHEDULES if name not in self.inference_schedules]
         if missing:
             raise BundleError(f"inference_schedules lacks {' and '.join(map(repr, missing))} (export writes both)")
         if not self.unconditional and self.hop_samples != upsampler_hop():

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from runtime.bundle import REQUIRED_SCHEDULES
+
 from .app import EXIT_USAGE, app, fail, os_error_line, stop_signals_end_with
 
 
@@ -32,10 +34,6 @@ def _open_default_bundle():
         return Vocoder.load(default_bundle(log=log, refresh=True), device="cpu")
 
 
-#: The named schedules every exported bundle holds (runtime.bundle checks for both).
-DEMO_SCHEDULES = ("fast", "full")
-
-
 @app.command("demo")
 def demo_command(
     output: Path = typer.Option(Path("out.wav"), "--output", "-o", help="Where to write the vocoded sample.", dir_okay=False),
@@ -55,8 +53,8 @@ def demo_command(
     from diffwave.audio import write_wav
     from diffwave.default_model import default_model
 
-    if steps not in DEMO_SCHEDULES:  # before the first run's export, which takes a minute
-        raise fail(f"--steps {steps!r}: the demo runs {' or '.join(DEMO_SCHEDULES)} (diffwave vocode takes betas)", code=EXIT_USAGE)
+    if steps not in REQUIRED_SCHEDULES:  # every bundle holds these; checked before the first run's export, a minute long
+        raise fail(f"--steps {steps!r}: the demo runs {' or '.join(REQUIRED_SCHEDULES)} (diffwave vocode takes betas)", code=EXIT_USAGE)
     try:
         files = default_model()
         with stop_signals_end_with("nothing half-written is left"):
