@@ -228,6 +228,15 @@ def network_param_keys() -> frozenset[str]:
     return frozenset({f.name for f in fields(ModelConfig)} | fixed | feature_keys)
 
 
+#: Network keys that leave every weight's shape as it is. A new run started from a checkpoint
+#: (``--init-from``) may change them: the weights load, and training adapts them to the new
+#: arrangement. Why it matters: a dilation cycle of 6 cannot hold a partial's phase over a pitch
+#: period's worth of context, and 10 can at the same cost (models/README.md, "Can the CPU network
+#: hold a partial's phase?"); moving a trained model to 10 is cheaper than training it again.
+#: Resuming a run never changes them: its optimizer state belongs to the old arrangement.
+SHAPE_FREE_NETWORK_KEYS = frozenset({"dilation_cycle_length"})
+
+
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
     """Tuples to lists, so the dict survives JSON and ``torch.load(weights_only=True)`` unchanged."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -42,7 +42,7 @@ from .checkpoint import (
     save_checkpoint,
     weights_label,
 )
-from .config import DiffWaveConfig, network_param_keys
+from .config import SHAPE_FREE_NETWORK_KEYS, DiffWaveConfig, network_param_keys
 from .audio import AudioError
 from .data import Batch, CropBatchSampler, CropDataset, DataError, Inventory, Record, collate, scan
 from .distributed import DistContext
@@ -131,7 +131,8 @@ def resolve_config(
 
     Resuming keeps the network the checkpoint was trained as; a config that would change it
     (layers, channels, features, training schedule) is refused, naming the keys. A new run with
-    ``init_from`` starts from that checkpoint's configuration and is held to its network the same way.
+    ``init_from`` starts from that checkpoint's configuration and is held to its network the same way,
+    except for the keys that leave the weights' shapes alone (``SHAPE_FREE_NETWORK_KEYS``).
     """
     latest = existing_checkpoint(model_dir)
     source = latest or (resolve_checkpoint_path(init_from) if init_from is not None else None)
@@ -141,7 +142,8 @@ def resolve_config(
         config = config.override(overrides)
     if source:
         old, new = base.to_params(), config.to_params()
-        changed = sorted(k for k in network_param_keys() if old.get(k) != new.get(k))
+        fixed = network_param_keys() - (SHAPE_FREE_NETWORK_KEYS if latest is None else frozenset())
+        changed = sorted(k for k in fixed if old.get(k) != new.get(k))
         if changed:
             detail = ", ".join(f"{k}={old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
             remedy = "use a new model directory to change it" if latest else "its weights fit no other network"
@@ -495,6 +497,9 @@ def _start_from(learner: Learner, options: TrainOptions, ctx: DistContext) -> No
     learner.start_from(ckpt, str(path))
     if ctx.is_main:
         tqdm.write(f"starting from {path} ({weights_label(ckpt.step, ckpt.ema is not None)}), fresh optimizer", file=sys.stderr)
+        old, new = ckpt.config.to_params(), learner.config.to_params()
+        for key in sorted(k for k in SHAPE_FREE_NETWORK_KEYS if old.get(k) != new.get(k)):
+            tqdm.write(f"  {key}: {old.get(key)!r} -> {new.get(key)!r} (same weights, arranged anew)", file=sys.stderr)
 
 
 def _save(

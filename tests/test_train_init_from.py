@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from diffwave.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from diffwave.cli import app
+from diffwave.model import DiffWave
 from diffwave.train import TrainingError, TrainOptions, launch, resolve_config, train
 from helpers import tiny_config
 from test_train import assert_same_state, options
@@ -80,6 +81,32 @@ def test_refuses_another_network_and_a_step_already_reached(tmp_path, preprocess
     with pytest.raises(TrainingError, match=r"is at step 3 already, and --max-steps 3 counts its steps too: ask for more than 3"):
         launch(options(tmp_path / "new", preprocessed_dir, max_steps=3, init_from=source_run), config)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_new_run_may_rearrange_the_dilations_but_a_resumed_one_may_not(tmp_path, preprocessed_dir, source_run, capsys):
+    # The source's cycle is 2 (tiny config: dilations 1, 2, 1, 2); cycle 4 gives 1, 2, 4, 8 with
+    # the same weight shapes, so the weights load as they are and the outputs differ.
+    source = load_checkpoint(source_run)
+    assert source.config.model.dilation_cycle_length == 2
+    fine = tmp_path / "fine"
+    config = resolve_config(fine, overrides={"dilation_cycle_length": 4, "learning_rate": 0.0}, init_from=source_run)
+    assert config.model.dilation_cycle_length == 4 and config.model.residual_layers == 4
+    result = train(options(fine, preprocessed_dir, max_steps=4, init_from=source_run), config)
+    assert (result.start_step, result.step) == (3, 4)
+    got = load_checkpoint(fine)
+    assert got.config.model.dilation_cycle_length == 4  # what inference will build
+    assert_same_state(got.model, source.ema, "model")  # learning rate 0: the loaded weights, untouched
+    assert "  dilation_cycle_length: 2 -> 4 (same weights, arranged anew)" in capsys.readouterr().err
+    with torch.no_grad():  # the same weights under the two arrangements are two different functions
+        x, t, mel = torch.randn(1, 2048), torch.tensor([5]), torch.randn(1, config.features.n_mels, 8)
+        old_net, new_net = DiffWave(source.config), DiffWave(config)
+        old_net.load_state_dict(source.ema)
+        new_net.load_state_dict(source.ema)
+        assert not torch.allclose(old_net(x, t, mel), new_net(x, t, mel), atol=1e-4)
+
+    # Resuming keeps the arrangement its optimizer state was built for.
+    with pytest.raises(TrainingError, match=r"another architecture \(dilation_cycle_length=4 -> 2\): use a new model directory"):
+        resolve_config(fine, overrides={"dilation_cycle_length": 2})
 
 
 def test_command_line_starts_once_then_resumes_its_own_checkpoint(tmp_path, preprocessed_dir, source_run):
