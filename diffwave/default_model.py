@@ -2,7 +2,8 @@
 
 The weights (``assets/default/weights.pt``, a small CPU-friendly configuration trained on an
 espeak-ng corpus made by ``diffwave corpus``; see models/README.md) are exported to an ONNX
-bundle on first use, into a cache folder keyed by the weights' hash. Exporting at first use
+bundle on first use, into a cache folder keyed by the hash of the weights and of the exporter's
+source (a newer exporter makes a new bundle instead of reusing one it would not write). Exporting at first use
 instead of shipping the graph keeps one source of truth: the bundle always passes today's
 parity gate for today's exporter.
 """
@@ -49,6 +50,27 @@ def cache_root() -> Path:
     return Path(base)
 
 
+def exporter_sources() -> list[Path]:
+    """The files whose change can change an exported bundle: the exporter and the bundle format."""
+    import export
+    import runtime.bundle
+
+    return sorted(Path(export.__file__).parent.glob("*.py")) + [Path(runtime.bundle.__file__)]
+
+
+def bundle_key(weights: Path, sources: list[Path]) -> str:
+    """Cache key of an exported bundle: what was exported, by which code, for which profile.
+
+    Why not the weights alone: a cached bundle that still loads would outlive an upgrade whose
+    exporter writes something else (another graph, another metadata field, a stricter gate).
+    """
+    digest = hashlib.sha256(weights.read_bytes())
+    for path in sources:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest.update(repr(DEMO_PROFILE).encode())
+    return digest.hexdigest()[:16]
+
+
 def default_bundle(log: Callable[[str], None] = lambda _m: None, refresh: bool = False) -> Path:
     """The ONNX bundle of the shipped weights: exported (and gated) once, then reused.
 
@@ -58,8 +80,7 @@ def default_bundle(log: Callable[[str], None] = lambda _m: None, refresh: bool =
     a killed export's leftovers and removed it).
     """
     weights = default_model().weights
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-    bundle = cache_root() / f"default-{digest}"
+    bundle = cache_root() / f"default-{bundle_key(weights, exporter_sources())}"
     if (bundle / METADATA_NAME).is_file() and not refresh:
         return bundle
     with folder_lock(cache_root(), "demo export"):

@@ -25,7 +25,7 @@ import pytest
 import soundfile as sf
 
 from diffwave.checkpoint import load_model
-from diffwave.default_model import DEMO_PROFILE, default_model
+from diffwave.default_model import DEMO_PROFILE, bundle_key, default_model, exporter_sources
 from diffwave.evaluation.denoising import score_one_step
 from diffwave.evaluation.metrics import mel_cycle_distance_db
 
@@ -70,6 +70,22 @@ def test_second_demo_run_reuses_the_exported_bundle(demo_run, tmp_path):
     again = subprocess.run([sys.executable, "-m", "diffwave", "demo", "-o", str(tmp_path / "b.wav")], capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stderr
     assert "first use" not in again.stderr
+
+
+def test_the_cache_key_follows_the_weights_and_the_exporter(tmp_path):
+    # An upgrade that changes the exporter must not reuse the bundle an older one wrote.
+    weights, exporter = tmp_path / "weights.pt", tmp_path / "step_graph.py"
+    weights.write_bytes(b"weights")
+    exporter.write_text("opset = 17\n")
+    key = bundle_key(weights, [exporter])
+    assert bundle_key(weights, [exporter]) == key and len(key) == 16
+    exporter.write_text("opset = 18\n")
+    assert bundle_key(weights, [exporter]) != key
+    exporter.write_text("opset = 17\n")
+    weights.write_bytes(b"weights, retrained")
+    assert bundle_key(weights, [exporter]) != key
+    names = {p.name for p in exporter_sources()}
+    assert {"bundle_export.py", "step_graph.py", "parity.py", "bundle.py"} <= names
 
 
 def test_demo_exports_again_over_a_cached_bundle_that_no_longer_loads(demo_run, tmp_path):
