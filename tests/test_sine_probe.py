@@ -63,3 +63,43 @@ def test_make_writes_one_sine_that_preprocess_accepts_and_score_reports_a_share(
     assert failed.returncode != 0 and failed.stderr.strip() == (
         f"error: {bare / 'heldout'}: no .wav.spec.npy files (run diffwave preprocess on it first)"
     )
+
+
+def test_a_pitch_corpus_gives_every_file_its_own_pitch_and_is_scored_per_file(probe, tmp_path):
+    corpus = tmp_path / "pitches"
+    made = subprocess.run([sys.executable, str(SCRIPT), "make", str(corpus), "--train", "2", "--heldout", "2", "--seconds", "1",
+                           "--hz-range", "100", "300"], capture_output=True, text=True, check=True)
+    assert "sines at 100-300 Hz (one random pitch each" in made.stdout
+    import json
+
+    import soundfile as sf
+
+    pitches = json.loads((corpus / "pitches.json").read_text())
+    assert sorted(pitches) == ["heldout/0000.wav", "heldout/0001.wav", "train/0000.wav", "train/0001.wav"]
+    assert all(100 <= hz <= 300 for hz in pitches.values()) and len({round(hz, 3) for hz in pitches.values()}) == 4
+    for name, hz in pitches.items():  # each file is a sine at the pitch listed for it, and at no other
+        clip = sf.read(str(corpus / name), dtype="float32")[0]
+        assert abs(probe.peak_hz(clip, RATE) - hz) < 1.5
+        assert probe.line_share(clip, hz, RATE, probe.PITCH_BAND * hz) > 0.99
+    subprocess.run([sys.executable, "-m", "diffwave", "preprocess", str(corpus / "heldout")],
+                   capture_output=True, text=True, check=True)
+
+    run = save_model_dir(tmp_path / "run", random_model(tiny_config(), seed=1))
+    shares = probe.score(run, corpus, 220.0, seeds=1)  # --hz is not used: pitches.json says each file's
+    assert len(shares) == 2 and all(0.0 <= s < 0.5 for s in shares)
+
+    missing = subprocess.run([sys.executable, str(SCRIPT), "score", str(tmp_path / "nope.pt"), str(corpus)],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and missing.stderr.strip() == (
+        f"error: {tmp_path / 'nope.pt'}: no checkpoint found (expected a .pt file or a model directory with weights.pt)"
+    )
+    bad = subprocess.run([sys.executable, str(SCRIPT), "make", str(tmp_path / "x"), "--hz-range", "300", "100"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--hz-range 300 100: expected 0 < LO < HI" in bad.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_peak_is_the_sine_and_not_its_neighbour(probe):
+    rng = np.random.default_rng(3)
+    assert abs(probe.peak_hz(probe.sine_clip(rng, 147.0, 2.0, RATE), RATE) - 147.0) < 1.0
+    assert abs(probe.peak_hz(probe.sine_clip(rng, 233.0, 2.0, RATE), RATE) - 233.0) < 1.0
