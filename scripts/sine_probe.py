@@ -23,7 +23,7 @@ further away, and a partial it makes wanders in frequency. Measured here on 220 
 0.44/0.53/0.61 of the power in the band at steps 250/500/1000, cycle 10 (R = 1026, same FLOPs)
 0.96/0.98 at steps 250/500. Harmonics of a voice are f0 apart, so a line as wide as cycle 6's
 merges them, which is the "no harmonic lines" of every CPU model's spectrogram. On 100-300 Hz
-pitches (stop 31), a network trained from scratch ignores the mel for its first 2000 steps; one
+pitches (stop 19), a network trained from scratch ignores the mel for its first 2000 steps; one
 started from speech weights makes pitch-dependent lines within 500.
 """
 
