@@ -3,9 +3,9 @@
 The weights (``assets/default/weights.pt``, a small CPU-friendly configuration trained on an
 espeak-ng corpus made by ``diffwave corpus``; see models/README.md) are exported to an ONNX
 bundle on first use, into a cache folder keyed by the hash of the weights and of the exporter's
-source (a newer exporter makes a new bundle instead of reusing one it would not write). Exporting at first use
-instead of shipping the graph keeps one source of truth: the bundle always passes today's
-parity gate for today's exporter.
+source (a newer exporter makes a new bundle instead of reusing one it would not write).
+Exporting at first use instead of shipping the graph keeps one source of truth: the bundle
+always passes today's parity gate for today's exporter.
 """
 
 from __future__ import annotations

@@ -39,8 +39,9 @@ def train_command(
     init_from: Optional[Path] = typer.Option(
         None, "--init-from", help="Fine-tune: a new run starts from this checkpoint (.pt file or model directory) instead of "
         "random weights: its averaged weights when it kept them, its network and settings (a --config may change the "
-        "training ones, and the network's dilation_cycle_length, which leaves every weight's shape alone) and its step count (--max-steps counts those steps too); the optimizer starts fresh. Once "
-        "MODEL_DIR has a checkpoint of its own the run resumes from that, so the same command trains in slices."
+        "training ones, and the network's dilation_cycle_length, which leaves every weight's shape alone) and its step "
+        "count (--max-steps counts those steps too); the optimizer starts fresh. Once MODEL_DIR has a checkpoint of its "
+        "own the run resumes from that, so the same command trains in slices."
     ),
     workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes per training process."),
     keep_checkpoints: int = typer.Option(5, "--keep-checkpoints", min=0, help="Numbered checkpoints to keep (0 = all)."),
