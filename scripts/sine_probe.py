@@ -5,17 +5,17 @@
     diffwave train RUN DIR/train --config CONFIG.json --checkpoint-every 250 --max-steps 500
     python scripts/sine_probe.py score RUN/weights-500.pt DIR [--seeds 3]
 
+By default every file is the same constant sine (random phase, amplitude 0.3), so the spectrogram
+tells the network nothing it could not learn unconditionally in a few hundred steps; what is left
+is whether it can keep one phase over the whole clip. ``score`` vocodes the first held-out
+spectrogram with the fast schedule and prints the share of the output's power within +-20 Hz of
+the sine (a perfect vocoder: about 1; white noise: under 0.01).
+
 With ``make --hz-range 100 300`` every file gets its own constant pitch instead (log-uniform in the
 range, listed in DIR/pitches.json), so only the spectrogram says which: ``score`` then vocodes
 every held-out file and reports, per file, its pitch, the output's strongest frequency and the
 share of power within +-8 % of the pitch. This asks the other half of making a harmonic: does the
 pitch come through the conditioning? A network that ignores the mel makes the same line for all.
-
-Every file is the same constant sine (random phase, amplitude 0.3), so the spectrogram tells the
-network nothing it could not learn unconditionally in a few hundred steps; what is left is whether
-it can keep one phase over the whole clip. ``score`` vocodes the first held-out spectrogram with
-the fast schedule and prints the share of the output's power within +-20 Hz of the sine (a
-perfect vocoder: about 1; white noise: under 0.01).
 
 Why (models/README.md, stop 18): a network sees +-R samples per reverse step (R = the sum of its
 dilations, 126 for the 12-layer cycle-6 CPU network), so it cannot agree on a phase with samples
