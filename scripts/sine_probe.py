@@ -51,20 +51,24 @@ def sine_clip(rng: np.random.Generator, hz: float, seconds: float, sample_rate: 
     return (AMPLITUDE * np.sin(2 * np.pi * hz * t + rng.uniform(0, 2 * np.pi))).astype(np.float32)
 
 
-def line_share(audio: np.ndarray, hz: float, sample_rate: int, band_hz: float = BAND_HZ) -> float:
-    """Share of the (Hann-windowed) power spectrum of ``audio`` within ``hz`` +- ``band_hz``."""
+def power_spectrum(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bin frequencies and power of the Hann-windowed spectrum of the whole of ``audio``."""
     audio = np.asarray(audio, dtype=np.float64)
     power = np.abs(np.fft.rfft(audio * np.hanning(len(audio)))) ** 2
-    freqs = np.fft.rfftfreq(len(audio), 1.0 / sample_rate)
+    return np.fft.rfftfreq(len(audio), 1.0 / sample_rate), power
+
+
+def line_share(audio: np.ndarray, hz: float, sample_rate: int, band_hz: float = BAND_HZ) -> float:
+    """Share of the power spectrum of ``audio`` within ``hz`` +- ``band_hz``."""
+    freqs, power = power_spectrum(audio, sample_rate)
     total = power.sum()
     return float(power[np.abs(freqs - hz) <= band_hz].sum() / total) if total > 0 else 0.0
 
 
 def peak_hz(audio: np.ndarray, sample_rate: int) -> float:
-    """The frequency of the strongest bin of the (Hann-windowed) power spectrum of ``audio``."""
-    audio = np.asarray(audio, dtype=np.float64)
-    power = np.abs(np.fft.rfft(audio * np.hanning(len(audio)))) ** 2
-    return float(np.fft.rfftfreq(len(audio), 1.0 / sample_rate)[np.argmax(power)])
+    """The frequency of the strongest bin of the power spectrum of ``audio``."""
+    freqs, power = power_spectrum(audio, sample_rate)
+    return float(freqs[np.argmax(power)])
 
 
 def make(out: Path, hz: float, train: int, heldout: int, seconds: float, seed: int,
