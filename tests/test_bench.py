@@ -145,7 +145,7 @@ def test_memory_worker_sees_memory_grow_with_the_input(run_dir, onnx_path, model
                          measure_in_subprocess(job(4, "reference-cpu")))
     for r in (small, large, ref):
         assert r.error is None, r.error
-        assert r.first_call_ms > 0 and r.peak_rss_mb > 10 and r.reset_ok
+        assert r.first_call_ms > 0 and r.load_ms > 0 and r.peak_rss_mb > 10 and r.reset_ok
     # 600 frames = 153 600 samples: the tiny model's [16, L] activations alone are ~10 MB each.
     assert large.peak_mb > small.peak_mb + 20
 
@@ -159,6 +159,13 @@ def test_memory_columns_in_the_report(run_dir, onnx_path, tmp_path):
     assert [r.backend for r in rows] == ["reference-cpu", "onnxruntime-cpu"]
     for row in rows:
         assert row.memory_error is None and row.peak_mb is not None and row.peak_mb >= 0 and row.first_call_ms > 0
+        assert row.load_ms > 0
+    # The printed cold start is opening the model plus the first call, both in the fresh process.
+    header = next(line for line in result.output.splitlines() if line.startswith("backend"))
+    assert "cold ms" in header
+    for row in rows:
+        printed = next(line for line in result.output.splitlines() if line.startswith(row.backend + " "))
+        assert f" {row.load_ms + row.first_call_ms:.0f} " in printed, printed
 
 
 @pytest.mark.parametrize(

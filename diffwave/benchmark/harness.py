@@ -252,6 +252,7 @@ def _measure_memory(report: BenchReport, models: BenchModels, settings: BenchSet
             )
             result = measure_in_subprocess(job)
             row.peak_mb, row.peak_rss_mb, row.first_call_ms = result.peak_mb, result.peak_rss_mb, result.first_call_ms
+            row.load_ms = result.load_ms
             row.gpu_peak_mb, row.gpu_used_mb, row.memory_error = result.gpu_peak_mb, result.gpu_used_mb, result.error
             bar.update(1)
     finally:

@@ -55,7 +55,9 @@ class MemoryJob:
 class MemoryResult:
     peak_mb: Optional[float] = None  #: resident-set peak during the call minus the size just before it
     peak_rss_mb: Optional[float] = None  #: the process's resident-set peak during the call (interpreter included)
-    first_call_ms: Optional[float] = None  #: that call's time in a fresh process (cold: allocations, session setup)
+    #: opening the contender in the fresh process: weights or engine read, session or graph built, buffers for the shape
+    load_ms: Optional[float] = None
+    first_call_ms: Optional[float] = None  #: the first call's time in that process (cold: allocations, lazy setup)
     gpu_peak_mb: Optional[float] = None  #: torch.cuda.max_memory_allocated growth during the call
     gpu_used_mb: Optional[float] = None  #: device memory in use after the call minus before loading the contender
     reset_ok: bool = True  #: whether the high-water mark could be reset before the call
@@ -123,12 +125,15 @@ def measure(job: MemoryJob) -> MemoryResult:
         onnx=Path(job.onnx) if job.onnx else None,
         engine=Path(job.engine) if job.engine else None,
     )
-    runner = open_runner(contender, models, job.steps, seed=job.seed, threads=job.threads)
     meta = models.metadata
     mel = np.random.default_rng(job.seed).uniform(0.0, 1.0, (job.batch, meta.n_mels, job.frames)).astype(np.float32)
+    opened = time.perf_counter()
+    runner = open_runner(contender, models, job.steps, seed=job.seed, threads=job.threads)
     runner.prepare(mel)
+    if cuda:
+        torch.cuda.synchronize()
+    result = MemoryResult(load_ms=(time.perf_counter() - opened) * 1e3)
     release_free_memory()
-    result = MemoryResult()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -46,7 +46,9 @@ class BenchRow:
     #: SNR of this row's audio against its device's reference on the same noise (None for the reference;
     #: inf when identical, written as null); rows under 30 dB are not timed at all
     agreement_db: Optional[float] = None
-    first_call_ms: Optional[float] = None  #: the call in a fresh process (memory worker): cold start
+    #: opening the contender in a fresh process (memory worker): weights or engine read, session built
+    load_ms: Optional[float] = None
+    first_call_ms: Optional[float] = None  #: the first call in that process
     peak_mb: Optional[float] = None  #: resident-memory peak of one call above the loaded process
     peak_rss_mb: Optional[float] = None
     gpu_peak_mb: Optional[float] = None
@@ -121,7 +123,7 @@ class BenchReport:
 
     def table(self, markdown: bool = False) -> str:
         """The rows grouped by shape; ``markdown`` gives a GitHub table (README, benchmarks/README.md)."""
-        headers = ("backend", "batch", "audio s", "median ms", "RTF", "× real time", "speed-up (rounds)", "peak MiB")
+        headers = ("backend", "batch", "audio s", "median ms", "RTF", "× real time", "speed-up (rounds)", "cold ms", "peak MiB")
         body = [
             (
                 r.backend + _mode_suffix(r),
@@ -131,6 +133,7 @@ class BenchReport:
                 f"{r.rtf:.3f}",
                 f"{r.x_realtime:.2f}",
                 _speedup_cell(r),
+                _cold_start_cell(r),
                 _memory_cell(r),
             )
             for r in self.rows
@@ -190,6 +193,19 @@ class BenchReport:
         finally:
             plt.close(fig)
         return path
+
+
+def cold_start_ms(row: BenchRow) -> Optional[float]:
+    """Open the model and make the first call, in a fresh process: what a service's first request
+    waits for after a (re)start. TensorRT reads a built engine; ONNX Runtime optimises the graph."""
+    if row.load_ms is None or row.first_call_ms is None:
+        return None
+    return row.load_ms + row.first_call_ms
+
+
+def _cold_start_cell(row: BenchRow) -> str:
+    value = cold_start_ms(row)
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _memory_cell(row: BenchRow) -> str:

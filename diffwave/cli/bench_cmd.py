@@ -24,7 +24,8 @@ HELP = (
     "Backends: TensorRT, ONNX Runtime CPU/CUDA, PyTorch CPU/CUDA, with and without CUDA graphs. The reference is "
     "lmnt's loop (eager PyTorch, whole network every step) on the same weights and inputs. Prints backend, batch, "
     "audio seconds, median ms, real-time factor, × real time, speed-up over that loop (the median of per-round "
-    "ratios, with the lowest and highest round) and peak memory. Before a row is timed its audio is compared with the "
+    "ratios, with the lowest and highest round), cold start (open the model and make the first call in a fresh "
+    "process: what a service's first request waits for) and peak memory. Before a row is timed its audio is compared with the "
     "reference's on the same noise; a row under 30 dB SNR (another model, a broken backend) is skipped, not timed. "
     "Without a model, a random-weight model of the base architecture is used (speed does not depend on weights)."
 )
@@ -80,7 +81,7 @@ def bench_command(
     torch_threads: Optional[int] = typer.Option(
         None, "--torch-threads", min=1, help="torch.set_num_threads for the reference and PyTorch rows (default: torch's: OMP_NUM_THREADS when set, else one per core)."
     ),
-    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure each row's peak memory in a fresh process (one more call per row)."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure each row's cold start and peak memory in a fresh process (one more call per row)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the rows and machine details as JSON (schema diffwave-bench/1).", dir_okay=False),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw time against audio length per backend (PNG; needs matplotlib, the \\[plot] extra).", dir_okay=False),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random inputs (and of the random model)."),
