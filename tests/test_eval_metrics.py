@@ -98,6 +98,22 @@ def test_griffin_lim_is_seeded_and_batched(speech):
     assert batch.shape == (2, a.shape[0])
 
 
+def test_griffin_lim_reconstructs_the_last_hop():
+    """The features' last frame describes the final hop of the F × hop samples a vocoder returns;
+    a steady sound must not fall silent there (it did: istft stopped at the last frame's centre)."""
+    hop = FeatureSpec().hop_samples
+    t = np.arange(SR // 2) / SR
+    tone = (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+    features = log_mel_spectrogram(tone)
+    gl = griffin_lim(features, iterations=16)
+    assert gl.shape == (features.shape[1] * hop,)
+    rms = lambda x: float(np.sqrt(np.mean(x**2)))  # noqa: E731
+    body, tail = rms(gl[hop : len(tone) - 2 * hop]), rms(gl[-hop:])
+    assert 0.5 * body < tail < 2.0 * body, (body, tail)
+    longer = griffin_lim(features, iterations=2, length=len(gl) + 100)  # past the span: zeros, as documented
+    assert longer.shape == (len(gl) + 100,) and not longer[-100:].any()
+
+
 def test_griffin_lim_with_natural_log_features(speech):
     spec = PRESETS["ln-slaney"]
     features = log_mel_spectrogram(speech, spec)

@@ -81,15 +81,17 @@ def griffin_lim(
     length = length or frames * spec.hop_samples
     window = torch.hann_window(spec.win_length, periodic=True)
     stft_args = dict(n_fft=spec.n_fft, hop_length=spec.hop_samples, win_length=spec.win_length, window=window, center=True)
+    # The span the frames describe: up to the last frame's centre, plus what its window still covers
+    # well (a hop for the usual hop <= win/2). That is the F × hop a vocoder returns, so the tail
+    # is reconstructed instead of left silent; only a longer ``length`` gets zeros past it.
+    span = (frames - 1) * spec.hop_samples + min(spec.hop_samples, spec.win_length // 2)
 
     def to_audio(spectrum: torch.Tensor) -> torch.Tensor:
-        # istft cannot produce more than (frames − 1) × hop samples; pad zeros past that.
-        audio = torch.istft(spectrum, **stft_args, length=min(length, (frames - 1) * spec.hop_samples))
-        return torch.nn.functional.pad(audio, (0, length - audio.shape[-1]))
+        return torch.istft(spectrum, **stft_args, length=span)
 
     def analyse(audio: torch.Tensor) -> torch.Tensor:
-        # frames = 1 + (frames − 1)·hop // hop; analyse exactly the span istft produced.
-        return torch.stft(audio[..., : (frames - 1) * spec.hop_samples], **stft_args, pad_mode="reflect", return_complex=True)
+        # A span of F × hop gives one frame more than the features have (its centre past the end): drop it.
+        return torch.stft(audio, **stft_args, pad_mode="reflect", return_complex=True)[..., :frames]
 
     gen = torch.Generator().manual_seed(seed)
     phase = torch.exp(2j * torch.pi * torch.rand(magnitude.shape, generator=gen, dtype=torch.float64)).to(torch.complex64)
@@ -100,6 +102,7 @@ def griffin_lim(
             phase = rebuilt - previous * (momentum / (1.0 + momentum))
             phase = phase / (phase.abs() + 1e-16)
             previous = rebuilt
-        audio = to_audio(magnitude * phase)
+        audio = to_audio(magnitude * phase)[..., :length]
+    audio = torch.nn.functional.pad(audio, (0, length - audio.shape[-1]))
     audio = audio.clamp(-1.0, 1.0).numpy().astype(np.float32)
     return audio[0] if squeeze else audio
