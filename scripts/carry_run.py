@@ -10,13 +10,15 @@ branches. So the events are cut at the carried step here, and the checkpoint (ra
 and Adam moments, as training wrote it) replaces the one carried before.
 
 Everything is read and checked first (the checkpoint loads and holds step N, every events file
-parses); each file is then written under a temporary name and renamed, and the old checkpoint is
-removed last, so a refused or failed call leaves the carried run as it was.
+parses), so a refused call changes nothing. Each file is then written under a temporary name and
+renamed, and the old checkpoint is removed last: a write that fails part-way leaves no half file
+and the old checkpoint still in place.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 from typing import Optional
@@ -40,8 +42,6 @@ def events_up_to(path: Path, last_step: int) -> tuple[bytes, int, int]:
     Returns (file bytes, records kept, records dropped). Wall times and summaries are kept as
     written: only whole records are dropped, never rewritten.
     """
-    import io
-
     from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.summary.writer.record_writer import RecordWriter
