@@ -4,7 +4,8 @@
         [--min-gain 0.005] [--max-mel-loss 0.2] [--max-dnsmos-loss 0.05]
 
 Each EVAL.json is one `diffwave eval --json` report (schema diffwave-eval/1) that scored both
-systems on the same files with one noise seed; give one report per seed. LABEL is a system's name
+systems on the same files with one noise seed; give one report per seed, all of the same files and
+schedule. LABEL is a system's name
 in the reports, e.g. ``checkpoint:weights.pt``.
 
 Why several seeds: an 8-file mean of PESQ-WB moves by about as much between noise seeds as a CPU
@@ -47,6 +48,8 @@ class SeedResult:
 
     source: str  #: the report file
     seed: int
+    steps: str  #: the noise schedule, as the report names it
+    files: tuple[str, ...]  #: the recordings scored
     candidate: dict[str, float]  #: metric -> mean
     shipped: dict[str, float]
     pesq_pairs: tuple[tuple[float, float], ...]  #: (candidate, shipped) per file
@@ -91,6 +94,8 @@ def _results(path: Path, report: dict, candidate: str, shipped: str) -> SeedResu
     return SeedResult(
         source=str(path),
         seed=int(report["seed"]),
+        steps=str(report["steps"]),
+        files=tuple(report["files"]),
         candidate={m: float(means[candidate][m]) for m, _ in METRICS},
         shipped={m: float(means[shipped][m]) for m, _ in METRICS},
         pesq_pairs=_pesq_pairs(path, report["rows"], candidate, shipped),
@@ -112,9 +117,14 @@ def _pesq_pairs(path: Path, rows: list[dict], candidate: str, shipped: str) -> t
 
 
 def check_comparable(results: Sequence[SeedResult]) -> None:
-    """Every report a different seed, so no draw of noise counts twice."""
+    """The same files and schedule in every report, and every report a different seed, so no draw of noise counts twice."""
+    first = results[0]
     seen: dict[int, str] = {}
     for r in results:
+        if r.steps != first.steps:
+            raise GateError(f"{r.source}: schedule {r.steps} differs from {first.source}'s {first.steps}")
+        if r.files != first.files:
+            raise GateError(f"{r.source}: scores other files than {first.source} ({len(r.files)} vs {len(first.files)}); give --limit and the data alike")
         if r.seed in seen:
             raise GateError(f"{r.source}: seed {r.seed} again (also in {seen[r.seed]}); give one report per seed")
         seen[r.seed] = r.source

@@ -30,13 +30,14 @@ def gate(monkeypatch):
     return module
 
 
-def write_report(path: Path, seed: int, new_pesq, old_pesq, new_mel=7.0, old_mel=7.0, new_dnsmos=1.8, old_dnsmos=1.8, perceptual=True) -> Path:
+def write_report(path: Path, seed: int, new_pesq, old_pesq, new_mel=7.0, old_mel=7.0, new_dnsmos=1.8, old_dnsmos=1.8,
+                 perceptual=True, steps="fast", files=FILES) -> Path:
     """A report with one row per file and system; pesq values are per file (lists) or one value for all."""
-    per_file = lambda v: list(v) if isinstance(v, (list, tuple)) else [v] * len(FILES)  # noqa: E731
-    report = EvalReport(steps="fast", seed=seed, sample_rate=22050, griffin_lim_iterations=64, perceptual=perceptual,
-                        systems=[SystemInfo(OLD, "checkpoint", "w.pt"), SystemInfo(NEW, "checkpoint", "n.pt")], files=list(FILES))
+    per_file = lambda v: list(v) if isinstance(v, (list, tuple)) else [v] * len(files)  # noqa: E731
+    report = EvalReport(steps=steps, seed=seed, sample_rate=22050, griffin_lim_iterations=64, perceptual=perceptual,
+                        systems=[SystemInfo(OLD, "checkpoint", "w.pt"), SystemInfo(NEW, "checkpoint", "n.pt")], files=list(files))
     for name, pesq, mel, dnsmos in ((OLD, per_file(old_pesq), old_mel, old_dnsmos), (NEW, per_file(new_pesq), new_mel, new_dnsmos)):
-        for file, p in zip(FILES, pesq):
+        for file, p in zip(files, pesq):
             row = Row(file=file, system=name, mel_cycle_db=mel, mrstft=1.8, periodicity=0.4)
             if perceptual:
                 row.pesq_wb, row.dnsmos_overall = p, dnsmos
@@ -130,3 +131,11 @@ def test_a_report_with_a_missing_field_is_refused_in_one_line(gate, capsys, tmp_
     path.write_text(json.dumps(report))
     code, out, err = run(gate, capsys, path)
     assert code == 2 and out == "" and err.count("\n") == 1 and str(path) in err and "means" in err
+
+
+@pytest.mark.parametrize("other, expected", [(dict(steps="full"), "schedule full"), (dict(files=FILES[:3]), "other files")])
+def test_reports_of_other_files_or_another_schedule_are_refused(gate, capsys, tmp_path, other, expected):
+    s0 = write_report(tmp_path / "s0.json", 0, 1.20, 1.18)
+    s1 = write_report(tmp_path / "s1.json", 1, 1.20, 1.18, **other)
+    code, out, err = run(gate, capsys, s0, s1)
+    assert code == 2 and out == "" and err.count("\n") == 1 and str(s1) in err and expected in err
