@@ -5,8 +5,7 @@
 
 Each EVAL.json is one `diffwave eval --json` report (schema diffwave-eval/1) that scored both
 systems on the same files with one noise seed; give one report per seed, all of the same files and
-schedule. LABEL is a system's name
-in the reports, e.g. ``checkpoint:weights.pt``.
+schedule. LABEL is a system's name in the reports, e.g. ``checkpoint:weights.pt``.
 
 Why several seeds: an 8-file mean of PESQ-WB moves by about as much between noise seeds as a CPU
 sitting gains (stop 31 shipped on a 0.003 margin). The candidate ships only if
@@ -28,17 +27,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-SCHEMA = "diffwave-eval/1"
+from diffwave.evaluation.report import SCHEMA
+
 #: (JSON field, table heading); PESQ-WB first: it decides.
 METRICS = (("pesq_wb", "PESQ-WB"), ("mel_cycle_db", "mel-cycle dB"), ("dnsmos_overall", "DNSMOS"))
 
 
-class GateError(ValueError):
+class GateError(Exception):
     """One line: why the reports cannot be compared."""
 
 
@@ -75,8 +76,6 @@ def read_report(path: Path, candidate: str, shipped: str) -> SeedResult:
         raise GateError(f"{path}: not a `diffwave eval --json` report (schema {SCHEMA} expected)")
     try:
         return _results(path, report, candidate, shipped)
-    except GateError:
-        raise
     except (KeyError, TypeError, ValueError) as exc:  # a hand-edited or cut report
         raise GateError(f"{path}: malformed report ({type(exc).__name__}: {exc})") from None
 
@@ -148,11 +147,8 @@ def paired_gain(results: Sequence[SeedResult]) -> tuple[float, float, int]:
     """Mean per-file PESQ-WB gain over all files and seeds, its standard error, and the number of pairs."""
     gains = [c - s for r in results for c, s in r.pesq_pairs]
     n = len(gains)
-    mean = _mean(gains)
-    if n < 2:
-        return mean, math.nan, n
-    var = sum((g - mean) ** 2 for g in gains) / (n - 1)
-    return mean, math.sqrt(var / n), n
+    se = statistics.stdev(gains) / math.sqrt(n) if n >= 2 else math.nan
+    return _mean(gains), se, n
 
 
 def table(results: Sequence[SeedResult]) -> str:
@@ -161,14 +157,11 @@ def table(results: Sequence[SeedResult]) -> str:
     Lower is better for mel-cycle, higher for PESQ-WB and DNSMOS.
     """
     head = ["seed"] + [f"{h} {w}" for _, h in METRICS for w in ("cand", "shipped", "diff")]
-    rows = [[str(r.seed)] + [f"{v:.4f}" for m, _ in METRICS for v in (r.candidate[m], r.shipped[m], r.gain(m))] for r in results]
-    rows.append(["mean"] + [f"{_mean([_value(r, m, w) for r in results]):.4f}" for m, _ in METRICS for w in ("cand", "shipped", "diff")])
+    values = [[v for m, _ in METRICS for v in (r.candidate[m], r.shipped[m], r.gain(m))] for r in results]
+    rows = [[str(r.seed)] + [f"{v:.4f}" for v in row] for r, row in zip(results, values)]
+    rows.append(["mean"] + [f"{_mean(column):.4f}" for column in zip(*values)])
     widths = [max(len(c) for c in col) for col in zip(head, *rows)]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [head, *rows])
-
-
-def _value(r: SeedResult, metric: str, which: str) -> float:
-    return {"cand": r.candidate[metric], "shipped": r.shipped[metric], "diff": r.gain(metric)}[which]
 
 
 def _mean(values: Sequence[float]) -> float:

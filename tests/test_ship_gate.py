@@ -107,7 +107,8 @@ def test_one_seed_given_twice_is_refused(gate, capsys, tmp_path):
 
 def test_a_report_without_the_named_system_or_without_pesq_is_refused(gate, capsys, tmp_path):
     good = write_report(tmp_path / "s0.json", 0, 1.20, 1.18)
-    code, _, err = gate.main([str(good), "--candidate", "checkpoint:other.pt", "--shipped", OLD]), None, capsys.readouterr().err
+    code = gate.main([str(good), "--candidate", "checkpoint:other.pt", "--shipped", OLD])
+    err = capsys.readouterr().err
     assert code == 2 and str(good) in err and "checkpoint:other.pt" in err and NEW in err
     bare = write_report(tmp_path / "s1.json", 1, 1.20, 1.18, perceptual=False)
     code, _, err = run(gate, capsys, good, bare)
