@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -51,9 +52,16 @@ def random_model(config: DiffWaveConfig | None = None, seed: int = 0) -> DiffWav
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def load_script(name: str) -> ModuleType:
-    """``scripts/<name>.py`` imported as a module (the scripts are not a package), to test its functions."""
+def load_script(name: str, monkeypatch=None) -> ModuleType:
+    """``scripts/<name>.py`` imported as a module (the scripts are not a package), to test its functions.
+
+    Pass pytest's ``monkeypatch`` for a script that defines dataclasses: ``dataclasses`` looks a
+    class's module up in ``sys.modules`` while the module runs, so it is registered there for the
+    test (and removed again after it).
+    """
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    if monkeypatch is not None:
+        monkeypatch.setitem(sys.modules, name, module)
     spec.loader.exec_module(module)
     return module

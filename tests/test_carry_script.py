@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,18 +9,13 @@ from torch.utils.tensorboard import SummaryWriter
 
 from diffwave.checkpoint import Checkpoint, save_checkpoint
 from diffwave.model import DiffWave
-from helpers import randomize_weights, tiny_config
+from helpers import load_script, randomize_weights, tiny_config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "carry_run.py"
 
 
 @pytest.fixture()
 def carry_script(monkeypatch):
-    spec = importlib.util.spec_from_file_location("carry_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "carry_run", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("carry_run", monkeypatch)
 
 
 def write_sitting(run: Path, steps: range, tag: str) -> Path:

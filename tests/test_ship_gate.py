@@ -6,28 +6,22 @@ their numbers are chosen here so each verdict is known before the gate runs.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
 from diffwave.evaluation.report import EvalReport, Row, SystemInfo
+from helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ship_gate.py"
 NEW, OLD = "checkpoint:weights-72000.pt", "checkpoint:weights.pt"
 FILES = ("a.wav", "b.wav", "c.wav", "d.wav")
 
 
 @pytest.fixture()
 def gate(monkeypatch):
-    spec = importlib.util.spec_from_file_location("ship_gate", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "ship_gate", module)  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ship_gate", monkeypatch)
 
 
 def write_report(path: Path, seed: int, new_pesq, old_pesq, new_mel=7.0, old_mel=7.0, new_dnsmos=1.8, old_dnsmos=1.8,

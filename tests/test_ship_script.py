@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +11,13 @@ import soundfile as sf
 from diffwave.audio import read_wav
 from diffwave.checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
 from diffwave.model import DiffWave
-from helpers import randomize_weights, tiny_config
+from helpers import load_script, randomize_weights, tiny_config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ship_default_model.py"
 
 
 @pytest.fixture()
 def ship(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("ship_default_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "ship_default_model", module)  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
+    module = load_script("ship_default_model", monkeypatch)
     # Into a scratch folder, never over the shipped model.
     assets = tmp_path / "assets"
     monkeypatch.setattr(module, "ASSETS", assets)
