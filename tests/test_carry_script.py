@@ -12,7 +12,6 @@ from diffwave.model import DiffWave
 from helpers import load_script, randomize_weights, tiny_config
 
 
-
 @pytest.fixture()
 def carry_script(monkeypatch):
     return load_script("carry_run", monkeypatch)

@@ -14,7 +14,6 @@ from diffwave.model import DiffWave
 from helpers import load_script, randomize_weights, tiny_config
 
 
-
 @pytest.fixture()
 def ship(tmp_path, monkeypatch):
     module = load_script("ship_default_model", monkeypatch)
